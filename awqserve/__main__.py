@@ -1,0 +1,5 @@
+import sys
+
+from awqserve.cli.main import main
+
+sys.exit(main())
