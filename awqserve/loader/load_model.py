@@ -1,0 +1,218 @@
+"""Build a model on the meta device and fill it strictly from its safetensors checkpoint.
+
+Rules: every model tensor comes from the checkpoint with its exact shape (or is computed, for
+non-persistent buffers); every checkpoint tensor is used or matches the model's
+`ignored_checkpoint_keys`; anything else is a ModelLoadError naming the tensors. Linear layers
+read their weights through the checkpoint's QuantConfig and then get a kernel for the device.
+
+Conventions a model class may use (all optional):
+- `tied_linears`: {linear name: checkpoint tensor} reused when config.tie_word_embeddings and the
+  checkpoint has no tensor of the Linear's own.
+- `fp32_params`: regexes (full match) of parameter names kept in float32 whatever `dtype` is.
+- a module with non-persistent buffers defines `init_buffers(device)` to compute them.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from awqserve.config.model_config import ModelConfig
+from awqserve.errors import ModelLoadError
+from awqserve.layers.linear import DenseKernel, Linear, LinearKernel
+from awqserve.loader.checkpoint import CheckpointReader
+from awqserve.models.base import CausalLM
+from awqserve.models.registry import resolve_model_class
+from awqserve.quant.base import QuantConfig, QuantizedTensor, parse_quant_config
+
+KernelFactory = Callable[["torch.Tensor | QuantizedTensor", torch.device, torch.dtype], LinearKernel]
+_SHOW = 8  # names listed in an error before "…"
+
+
+def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               weight_policy: Any = "auto") -> CausalLM:
+    """Load the model in `model_dir` onto `device` with activations/weights in `dtype`.
+
+    `weight_policy` goes to the kernel factory: "auto", "int4", "dense" or a quant.kernels.KernelPolicy.
+    The returned model is in eval mode, has `quant_info` (QuantInfo), and holds no meta tensors.
+    """
+    config = ModelConfig.from_dir(model_dir)
+    model_cls = resolve_model_class(config.architecture)
+    quant = parse_quant_config(config.quantization_config)
+    dev = torch.device(device)
+    with torch.device("meta"):
+        model: CausalLM = model_cls(config)
+    factory = kernel_factory(weight_policy)
+    # Models without a finalize step get each Linear's kernel as soon as it is read, so the
+    # unpacked checkpoint-side weights never pile up in host memory.
+    eager = type(model).finalize is CausalLM.finalize
+    with CheckpointReader(config.path) as reader, torch.no_grad():
+        _check_missing(model, reader, quant)
+        _load_plain_tensors(model, reader, dev, dtype)
+        _load_linears(model, reader, quant, factory if eager else None, dev, dtype)
+        _check_leftovers(model, reader)
+    with torch.no_grad():
+        model.finalize()
+        for linear in _linears(model):
+            if linear.pending_weight is not None:
+                linear.build_kernel(factory, dev, dtype)
+        _init_computed_buffers(model, dev)
+    model.quant_info = quant.info()  # type: ignore[attr-defined]
+    return model.eval()
+
+
+def kernel_factory(policy: Any) -> KernelFactory:
+    """The quant package's kernel chooser bound to `policy`, or dense float kernels if it is absent."""
+    try:
+        from awqserve.quant.kernels import make_kernel
+    except ImportError as e:
+        if e.name not in ("awqserve.quant.kernels", "awqserve.quant"):
+            raise
+        return _dense_kernel
+    return lambda weight, device, dtype: make_kernel(weight, device, dtype, policy)
+
+
+def _dense_kernel(weight: "torch.Tensor | QuantizedTensor", device: torch.device, dtype: torch.dtype) -> LinearKernel:
+    if isinstance(weight, QuantizedTensor):
+        weight = weight.dequantize(dtype)
+    return DenseKernel(weight.to(device=device, dtype=dtype))
+
+
+# -- which tensors ------------------------------------------------------------------------------
+def _linears(model: nn.Module) -> list[Linear]:
+    return [m for m in model.modules() if isinstance(m, Linear)]
+
+
+def _plain_tensors(model: nn.Module) -> list[tuple[str, nn.Module, str, bool]]:
+    """(full name, owner, leaf, is_parameter) of every loadable parameter/persistent buffer outside Linears."""
+    out = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, Linear):
+            continue
+        for leaf in module._parameters:
+            out.append((f"{prefix}.{leaf}" if prefix else leaf, module, leaf, True))
+        for leaf in module._buffers:
+            if leaf not in module._non_persistent_buffers_set:
+                out.append((f"{prefix}.{leaf}" if prefix else leaf, module, leaf, False))
+    return out
+
+
+def _tie_target(model: CausalLM, name: str, reader: CheckpointReader) -> str | None:
+    """Checkpoint tensor a tied Linear reuses, or None when the Linear has weights of its own."""
+    target = getattr(model, "tied_linears", {}).get(name)
+    if target is None or not model.config.tie_word_embeddings:
+        return None
+    own = any(k.startswith(f"{name}.") for k in reader.keys())
+    return None if own else target
+
+
+def _check_missing(model: CausalLM, reader: CheckpointReader, quant: QuantConfig) -> None:
+    """Name every tensor we know we will need and the checkpoint lacks, all at once."""
+    needed = [model.checkpoint_name(name) for name, *_ in _plain_tensors(model)]
+    for name, linear in model.named_modules():
+        if not isinstance(linear, Linear) or _tie_target(model, name, reader) is not None:
+            continue
+        for src in linear.source_names(name):
+            if not quant.is_quantized(src):
+                needed.append(f"{src}.weight")
+            if linear.has_bias:
+                needed.append(f"{src}.bias")
+    missing = [n for n in dict.fromkeys(needed) if not reader.has(n)]
+    if missing:
+        raise ModelLoadError(f"checkpoint in {reader.model_dir} lacks {len(missing)} tensor(s) that "
+                             f"{model.config.architecture} needs: {_names(missing)}")
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names[:_SHOW]) + (f", … ({len(names) - _SHOW} more)" if len(names) > _SHOW else "")
+
+
+# -- reading ------------------------------------------------------------------------------------
+def _read_exact(reader: CheckpointReader, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    found = reader.shape(name)
+    if found != tuple(shape):
+        raise ModelLoadError(f"tensor {name!r} has shape {list(found)}, the model expects {list(shape)}")
+    return reader.get(name)
+
+
+def _load_plain_tensors(model: CausalLM, reader: CheckpointReader, dev: torch.device, dtype: torch.dtype) -> None:
+    keep_fp32 = [re.compile(p) for p in getattr(model, "fp32_params", ())]
+    done: dict[int, nn.Parameter | torch.Tensor] = {}  # old tensor id -> loaded (shared parameters)
+    for name, module, leaf, is_param in _plain_tensors(model):
+        old = module._parameters[leaf] if is_param else module._buffers[leaf]
+        if old is None:
+            continue
+        if id(old) not in done:
+            t = _read_exact(reader, model.checkpoint_name(name), tuple(old.shape))
+            if t.is_floating_point():
+                t = t.to(torch.float32 if any(p.fullmatch(name) for p in keep_fp32) else dtype)
+            t = t.to(dev)
+            done[id(old)] = nn.Parameter(t, requires_grad=False) if is_param else t
+        if is_param:
+            module._parameters[leaf] = done[id(old)]  # type: ignore[assignment]
+        else:
+            module._buffers[leaf] = done[id(old)]
+
+
+def _load_linears(model: CausalLM, reader: CheckpointReader, quant: QuantConfig,
+                  factory: KernelFactory | None, dev: torch.device, dtype: torch.dtype) -> None:
+    for name, linear in list(model.named_modules()):
+        if not isinstance(linear, Linear):
+            continue
+        target = _tie_target(model, name, reader)
+        if target is not None:
+            linear.set_weight([_loaded_tensor(model, target)], None)
+        else:
+            _read_linear(name, linear, reader, quant)
+        if factory is not None:
+            linear.build_kernel(factory, dev, dtype)
+
+
+def _read_linear(name: str, linear: Linear, reader: CheckpointReader, quant: QuantConfig) -> None:
+    parts: list[torch.Tensor | QuantizedTensor] = []
+    sources = linear.source_names(name)
+    for src, rows in zip(sources, linear.out_sizes):
+        part = quant.read_linear(src, reader.get, reader.has)
+        if tuple(part.shape) != (rows, linear.in_features):
+            raise ModelLoadError(f"weight of {src!r} has shape {list(part.shape)}, "
+                                 f"the model expects {[rows, linear.in_features]}")
+        parts.append(part)
+    biases = None
+    if linear.has_bias:
+        biases = [_read_exact(reader, f"{src}.bias", (rows,)) for src, rows in zip(sources, linear.out_sizes)]
+    linear.set_weight(parts, biases)
+
+
+def _loaded_tensor(model: CausalLM, checkpoint_name: str) -> torch.Tensor:
+    """The already-loaded model tensor stored under `checkpoint_name` (for tied weights)."""
+    for name, param in model.named_parameters():
+        if model.checkpoint_name(name) == checkpoint_name:
+            return param.data
+    raise ModelLoadError(f"tied weight {checkpoint_name!r} is not a parameter of {type(model).__name__}")
+
+
+# -- after reading ------------------------------------------------------------------------------
+def _check_leftovers(model: CausalLM, reader: CheckpointReader) -> None:
+    ignored = [re.compile(p) for p in model.ignored_checkpoint_keys]
+    left = [n for n in reader.unconsumed() if not any(p.fullmatch(n) for p in ignored)]
+    if left:
+        raise ModelLoadError(f"checkpoint in {reader.model_dir} has {len(left)} tensor(s) that "
+                             f"{model.config.architecture} does not use: {_names(left)}")
+
+
+def _init_computed_buffers(model: nn.Module, dev: torch.device) -> None:
+    for prefix, module in model.named_modules():
+        meta = [k for k, b in module._buffers.items() if b is not None and b.is_meta]
+        if not meta:
+            continue
+        init = getattr(module, "init_buffers", None)
+        if init is None:
+            raise ModelLoadError(f"buffers {meta} of {prefix or 'model'} are neither in the checkpoint "
+                                 "nor computable (no init_buffers)")
+        init(dev)
+    stale = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if stale:
+        raise ModelLoadError(f"model tensors left unloaded: {_names(stale)}")

@@ -1,0 +1,241 @@
+"""Linear kernels for int4 weights and the per-layer choice between them (`make_kernel`).
+
+Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
+- `DenseKernel` (layers/linear.py): a float weight; quantized weights are dequantized once at load.
+- `Int4CpuKernel`: PyTorch's CPU int4 weight-only matmul (bf16 activations, ISA-specific packed
+  layout built at load, never stored). 0.5 byte per weight, every M. (Per-call dequantization for
+  large M was measured and lost on CPU: elementwise passes cost more than the GEMM they feed.)
+- `HybridKernel`: int4 for M <= m_max (decode), a dense copy for larger M (prefill).
+- `Int4CudaKernel`: tinygemm for small M, per-call dequantize + bf16 GEMM for large M (untested here).
+
+Policies: "dense" (always dequantize), "int4" (int4-resident, smallest memory), "auto" (the rule measured
+in docs/benchmarks/cpu-linear-kernels.md: hybrid on CPU, int4-resident on CUDA).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from awqserve.layers.linear import DenseKernel, LinearKernel
+from awqserve.quant.base import QuantizedTensor
+
+INT4_GROUPS = (256, 128, 64, 32)
+"""Group sizes PyTorch's int4 kernels accept; larger checkpoint groups are split into these."""
+CPU_INT4_MAX_M = 8
+"""Hybrid rule on CPUs with native bf16: rows per call up to which the int4 kernel beats dense
+(measured, docs/benchmarks/cpu-linear-kernels.md)."""
+CPU_INT4_MAX_M_NO_BF16 = 1
+"""Same without native bf16 (AVX2 only): int4 won at M=1 and lost from M=8 (AWQ_FORMATS.md §4)."""
+CUDA_INT4_MAX_M = 16
+"""On CUDA tinygemm wins only at small M (H100: 2x at M=1, 5x slower at M=128); not tuned here."""
+DEQUANT_TILE_ROWS = 512
+"""Output rows dequantized at once by the int4-resident large-M path (bounds the temporary)."""
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), so dense bf16 GEMMs are fast."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_int4_max_m() -> int:
+    """The hybrid kernel's default switch point on this CPU."""
+    return CPU_INT4_MAX_M if cpu_has_native_bf16() else CPU_INT4_MAX_M_NO_BF16
+
+
+def int4_group(qt: QuantizedTensor) -> int | None:
+    """The kernel group size for `qt` (a supported size dividing its group), or None if none fits."""
+    return next((g for g in INT4_GROUPS if qt.group_size % g == 0 and qt.shape[1] % g == 0), None)
+
+
+def _scales_and_zeros(qt: QuantizedTensor, group: int) -> torch.Tensor:
+    """[K/group, N, 2] (scale, zero) for kernels computing (u - 8) * scale + zero with u = q + 8.
+
+    (q - z) * s == (u - 8) * s + (-z * s), so zero = -z * s. Groups larger than `group` repeat.
+    """
+    rep = qt.group_size // group
+    s = qt.scales.to(torch.float32)
+    z = torch.zeros_like(s) if qt.zeros is None else -qt.zeros.to(torch.float32) * s
+    sz = torch.stack([s, z], dim=-1).repeat_interleave(rep, dim=1)  # [N, K/group, 2]
+    return sz.transpose(0, 1).contiguous()
+
+
+def _nibble_bytes(qt: QuantizedTensor) -> torch.Tensor:
+    """uint8 [N, K/2], unsigned nibbles u = q + 8; even column in the low nibble."""
+    u = (qt.qweight.to(torch.int16) + 8).to(torch.uint8)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
+
+
+class _NibbleWeight(nn.Module):
+    """Compact int4 copy (0.5 byte per weight + scales) that dequantizes blocks of rows on demand.
+
+    Used by the CUDA large-M path; device-agnostic, so its math is tested on CPU.
+    """
+
+    def __init__(self, qt: QuantizedTensor, device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.group = qt.group_size
+        self.register_buffer("nib", _nibble_bytes(qt).to(device), persistent=False)
+        s = qt.scales.to(torch.float32)
+        z = torch.zeros_like(s) if qt.zeros is None else qt.zeros.to(torch.float32)
+        # from unsigned u = q + 8: (q - z) * s == (u - (z + 8)) * s; the difference of two small integers
+        # is exact in bf16, so one rounding remains (the product)
+        self.register_buffer("scale", s.to(device=device, dtype=dtype), persistent=False)
+        self.register_buffer("zero_u", (z + 8).to(device=device, dtype=dtype), persistent=False)
+
+    def rows(self, n0: int, n1: int, dtype: torch.dtype) -> torch.Tensor:
+        nib = self.nib[n0:n1]
+        u = torch.stack([nib & 0xF, nib >> 4], dim=-1).to(dtype)  # [n, K/2, 2] -> [n, K] in order
+        n, k = nib.shape[0], 2 * nib.shape[1]
+        u = u.view(n, k // self.group, self.group)
+        w = (u - self.zero_u[n0:n1].unsqueeze(-1)) * self.scale[n0:n1].unsqueeze(-1)
+        return w.view(n, k)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x [M, K] (compute dtype) @ W.T, dequantizing DEQUANT_TILE_ROWS output rows at a time."""
+        n = self.nib.shape[0]
+        out = x.new_empty((x.shape[0], n))
+        for n0 in range(0, n, DEQUANT_TILE_ROWS):
+            n1 = min(n, n0 + DEQUANT_TILE_ROWS)
+            out[:, n0:n1] = x @ self.rows(n0, n1, x.dtype).t()
+        return out
+
+
+class Int4CpuKernel(LinearKernel):
+    """PyTorch CPU int4 weight-only matmul; activations run in bf16 (fp32 activations are 7-50x slower)."""
+
+    def __init__(self, qt: QuantizedTensor) -> None:
+        super().__init__()
+        group = int4_group(qt)
+        if group is None or qt.shape[0] % 16:
+            raise ValueError(f"CPU int4 kernel cannot take weight {qt.shape} group {qt.group_size}")
+        self.group = group
+        self.out_features = qt.shape[0]
+        u = qt.qweight.to(torch.int32) + 8
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
+        self.register_buffer("packed", packed, persistent=False)
+        self.register_buffer("sz", _scales_and_zeros(qt, group).to(torch.bfloat16), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.shape[0]
+        if m == 0:
+            return x.new_zeros((0, self.out_features))
+        xb = x.to(torch.bfloat16).contiguous()
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, self.packed, self.group, self.sz).to(x.dtype)
+
+
+class HybridKernel(LinearKernel):
+    """`small` for calls of at most `m_max` rows, `large` otherwise (both hold the same weight)."""
+
+    def __init__(self, small: LinearKernel, large: LinearKernel, m_max: int) -> None:
+        super().__init__()
+        self.small, self.large, self.m_max = small, large, m_max
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.small(x) if x.shape[0] <= self.m_max else self.large(x)
+
+
+def _cuda_inner_k_tiles(k: int) -> int | None:
+    return next((t for t in (8, 4, 2) if k % (16 * t) == 0), None)
+
+
+class Int4CudaKernel(LinearKernel):
+    """CUDA tinygemm (`_weight_int4pack_mm`) for M <= m_max; dequantize to bf16 + GEMM above.
+
+    Int4-resident (two 0.5-byte copies), so an 80B checkpoint still fits one GPU. Not exercised by the
+    CPU test-suite; the constructor only runs when a CUDA device is requested.
+    """
+
+    def __init__(self, qt: QuantizedTensor, device: torch.device, m_max: int = CUDA_INT4_MAX_M) -> None:
+        super().__init__()
+        group, tiles = int4_group(qt), _cuda_inner_k_tiles(qt.shape[1])
+        if group is None or tiles is None or qt.shape[0] % 8:
+            raise ValueError(f"CUDA int4 kernel cannot take weight {qt.shape} group {qt.group_size}")
+        self.group, self.m_max, self.out_features = group, m_max, qt.shape[0]
+        u = (qt.qweight.to(torch.int16) + 8).to(torch.uint8)
+        hi_lo = ((u[:, 0::2] << 4) | u[:, 1::2]).contiguous().to(device)  # tinygemm: even column high
+        packed = torch.ops.aten._convert_weight_to_int4pack(hi_lo, tiles)
+        self.register_buffer("packed", packed, persistent=False)
+        self.register_buffer("sz", _scales_and_zeros(qt, group).to(device=device, dtype=torch.bfloat16),
+                             persistent=False)
+        self.nibbles = _NibbleWeight(qt, device, torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = x.shape[0]
+        if m == 0:
+            return x.new_zeros((0, self.out_features))
+        xb = x.to(torch.bfloat16).contiguous()
+        if m <= self.m_max:
+            return torch.ops.aten._weight_int4pack_mm(xb, self.packed, self.group, self.sz).to(x.dtype)
+        return self.nibbles.matmul(xb).to(x.dtype)
+
+
+@dataclass(frozen=True)
+class KernelPolicy:
+    """How `make_kernel` treats int4 weights.
+
+    mode: "auto" | "int4" | "dense". `small_m_max`: rows up to which the int4 matmul is used in hybrid
+    mode (None: the device default). `dense_dtype`: dtype of dequantized copies (None: bf16 on CPUs with
+    native bf16, else the model dtype).
+    """
+
+    mode: str = "auto"
+    small_m_max: int | None = None
+    dense_dtype: torch.dtype | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("auto", "int4", "dense"):
+            raise ValueError(f"kernel policy must be auto, int4 or dense, got {self.mode!r}")
+
+
+def _dense_dtype(policy: KernelPolicy, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    if policy.dense_dtype is not None:
+        return policy.dense_dtype
+    if device.type == "cpu" and dtype == torch.float32 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return dtype
+
+
+def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | str, dtype: torch.dtype,
+                policy: str | KernelPolicy = "auto") -> LinearKernel:
+    """Build the kernel for one Linear weight on `device`; `dtype` is the model's activation dtype.
+
+    Float weights always get a DenseKernel in `dtype`. Int4 weights follow the policy; shapes the int4
+    kernels cannot take (N not a multiple of 16, group not a multiple of 32) fall back to dense.
+    """
+    device = torch.device(device)
+    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
+    if not isinstance(weight, QuantizedTensor):
+        return DenseKernel(weight.to(device=device, dtype=dtype))
+    dense_dtype = _dense_dtype(pol, dtype, device)
+
+    def dense() -> DenseKernel:
+        return DenseKernel(weight.dequantize(torch.float32).to(device=device, dtype=dense_dtype))
+
+    if pol.mode == "dense":
+        return dense()
+    if device.type == "cuda":
+        try:
+            return Int4CudaKernel(weight, device, pol.small_m_max or CUDA_INT4_MAX_M)
+        except (ValueError, RuntimeError):  # shape unsupported, or a GPU without the tinygemm kernel
+            return dense()
+    if device.type != "cpu" or int4_group(weight) is None or weight.shape[0] % 16:
+        return dense()
+    if pol.mode == "int4":
+        return Int4CpuKernel(weight)
+    return HybridKernel(Int4CpuKernel(weight), dense(), pol.small_m_max or cpu_int4_max_m())
+
+
+def kernel_factory(policy: str | KernelPolicy = "auto") -> Callable[..., LinearKernel]:
+    """`make_kernel` bound to a policy, in the `(weight, device, dtype)` form `Linear.build_kernel` wants."""
+    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
+    return functools.partial(make_kernel, policy=pol)
