@@ -6,7 +6,8 @@ Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
   layout built at load, never stored). 0.5 byte per weight, every M. (Per-call dequantization for
   large M was measured and lost on CPU: elementwise passes cost more than the GEMM they feed.)
 - `HybridKernel`: int4 for M <= m_max (decode), a dense copy for larger M (prefill).
-- `Int4CudaKernel`: tinygemm for small M, per-call dequantize + bf16 GEMM for large M (untested here).
+- `Int4CudaKernel`: tinygemm for every M, one 0.5-byte copy (so the 80B flagship fits one GPU);
+  slower than dense bf16 at large M, which `--weight-layout dense` trades for memory (untested here).
 
 Policies: "dense" (always dequantize), "int4" (int4-resident, smallest memory), "auto" (the rule measured
 in docs/benchmarks/cpu-linear-kernels.md: hybrid on CPU, int4-resident on CUDA).
@@ -30,10 +31,6 @@ CPU_INT4_MAX_M = 8
 (measured, docs/benchmarks/cpu-linear-kernels.md)."""
 CPU_INT4_MAX_M_NO_BF16 = 1
 """Same without native bf16 (AVX2 only): int4 won at M=1 and lost from M=8 (AWQ_FORMATS.md §4)."""
-CUDA_INT4_MAX_M = 16
-"""On CUDA tinygemm wins only at small M (H100: 2x at M=1, 5x slower at M=128); not tuned here."""
-DEQUANT_TILE_ROWS = 512
-"""Output rows dequantized at once by the int4-resident large-M path (bounds the temporary)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -75,41 +72,6 @@ def _nibble_bytes(qt: QuantizedTensor) -> torch.Tensor:
     return (u[:, 0::2] | (u[:, 1::2] << 4)).contiguous()
 
 
-class _NibbleWeight(nn.Module):
-    """Compact int4 copy (0.5 byte per weight + scales) that dequantizes blocks of rows on demand.
-
-    Used by the CUDA large-M path; device-agnostic, so its math is tested on CPU.
-    """
-
-    def __init__(self, qt: QuantizedTensor, device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.group = qt.group_size
-        self.register_buffer("nib", _nibble_bytes(qt).to(device), persistent=False)
-        s = qt.scales.to(torch.float32)
-        z = torch.zeros_like(s) if qt.zeros is None else qt.zeros.to(torch.float32)
-        # from unsigned u = q + 8: (q - z) * s == (u - (z + 8)) * s; the difference of two small integers
-        # is exact in bf16, so one rounding remains (the product)
-        self.register_buffer("scale", s.to(device=device, dtype=dtype), persistent=False)
-        self.register_buffer("zero_u", (z + 8).to(device=device, dtype=dtype), persistent=False)
-
-    def rows(self, n0: int, n1: int, dtype: torch.dtype) -> torch.Tensor:
-        nib = self.nib[n0:n1]
-        u = torch.stack([nib & 0xF, nib >> 4], dim=-1).to(dtype)  # [n, K/2, 2] -> [n, K] in order
-        n, k = nib.shape[0], 2 * nib.shape[1]
-        u = u.view(n, k // self.group, self.group)
-        w = (u - self.zero_u[n0:n1].unsqueeze(-1)) * self.scale[n0:n1].unsqueeze(-1)
-        return w.view(n, k)
-
-    def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """x [M, K] (compute dtype) @ W.T, dequantizing DEQUANT_TILE_ROWS output rows at a time."""
-        n = self.nib.shape[0]
-        out = x.new_empty((x.shape[0], n))
-        for n0 in range(0, n, DEQUANT_TILE_ROWS):
-            n1 = min(n, n0 + DEQUANT_TILE_ROWS)
-            out[:, n0:n1] = x @ self.rows(n0, n1, x.dtype).t()
-        return out
-
-
 class Int4CpuKernel(LinearKernel):
     """PyTorch CPU int4 weight-only matmul; activations run in bf16 (fp32 activations are 7-50x slower)."""
 
@@ -149,34 +111,30 @@ def _cuda_inner_k_tiles(k: int) -> int | None:
 
 
 class Int4CudaKernel(LinearKernel):
-    """CUDA tinygemm (`_weight_int4pack_mm`) for M <= m_max; dequantize to bf16 + GEMM above.
+    """CUDA tinygemm (`_weight_int4pack_mm`), int4-resident: 0.5 byte per weight plus scales.
 
-    Int4-resident (two 0.5-byte copies), so an 80B checkpoint still fits one GPU. Not exercised by the
-    CPU test-suite; the constructor only runs when a CUDA device is requested.
+    A single copy on purpose: a second (dequantized or nibble) copy would double the weights of an
+    80B checkpoint past one GPU. Not exercised by the CPU test-suite.
     """
 
-    def __init__(self, qt: QuantizedTensor, device: torch.device, m_max: int = CUDA_INT4_MAX_M) -> None:
+    def __init__(self, qt: QuantizedTensor, device: torch.device) -> None:
         super().__init__()
         group, tiles = int4_group(qt), _cuda_inner_k_tiles(qt.shape[1])
         if group is None or tiles is None or qt.shape[0] % 8:
             raise ValueError(f"CUDA int4 kernel cannot take weight {qt.shape} group {qt.group_size}")
-        self.group, self.m_max, self.out_features = group, m_max, qt.shape[0]
+        self.group, self.out_features = group, qt.shape[0]
         u = (qt.qweight.to(torch.int16) + 8).to(torch.uint8)
         hi_lo = ((u[:, 0::2] << 4) | u[:, 1::2]).contiguous().to(device)  # tinygemm: even column high
         packed = torch.ops.aten._convert_weight_to_int4pack(hi_lo, tiles)
         self.register_buffer("packed", packed, persistent=False)
         self.register_buffer("sz", _scales_and_zeros(qt, group).to(device=device, dtype=torch.bfloat16),
                              persistent=False)
-        self.nibbles = _NibbleWeight(qt, device, torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = x.shape[0]
-        if m == 0:
+        if x.shape[0] == 0:
             return x.new_zeros((0, self.out_features))
         xb = x.to(torch.bfloat16).contiguous()
-        if m <= self.m_max:
-            return torch.ops.aten._weight_int4pack_mm(xb, self.packed, self.group, self.sz).to(x.dtype)
-        return self.nibbles.matmul(xb).to(x.dtype)
+        return torch.ops.aten._weight_int4pack_mm(xb, self.packed, self.group, self.sz).to(x.dtype)
 
 
 @dataclass(frozen=True)
@@ -225,7 +183,7 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
         return dense()
     if device.type == "cuda":
         try:
-            return Int4CudaKernel(weight, device, pol.small_m_max or CUDA_INT4_MAX_M)
+            return Int4CudaKernel(weight, device)
         except (ValueError, RuntimeError):  # shape unsupported, or a GPU without the tinygemm kernel
             return dense()
     if device.type != "cpu" or int4_group(weight) is None or weight.shape[0] % 16:

@@ -10,7 +10,7 @@ import torch
 
 from awqserve.layers.linear import DenseKernel, Linear
 from awqserve.quant.base import QuantizedTensor
-from awqserve.quant.kernels import (HybridKernel, Int4CpuKernel, Int4CudaKernel, KernelPolicy, _NibbleWeight,
+from awqserve.quant.kernels import (HybridKernel, Int4CpuKernel, Int4CudaKernel, KernelPolicy,
                                     _scales_and_zeros, int4_group, kernel_factory, make_kernel)
 from awqserve.quant.packing import quantize_rtn
 
@@ -135,16 +135,6 @@ def test_policy_validation_and_factory_with_linear() -> None:
     y = lin(x)
     assert y.shape == (2, 5, 96)
     assert rel_err(y.reshape(-1, 96), x.reshape(-1, 64) @ w.t()) < BF16_TOL
-
-
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_nibble_dequant_path(symmetric: bool) -> None:
-    """The CUDA large-M path's dequantize-by-tiles math, run on CPU."""
-    qt = make_qt(48, 128, 32, symmetric)
-    nib = _NibbleWeight(qt, torch.device("cpu"), torch.float32)
-    torch.testing.assert_close(nib.rows(0, 48, torch.float32), qt.dequantize(), rtol=1e-6, atol=1e-6)
-    x = torch.randn(7, 128)
-    assert rel_err(nib.matmul(x), x @ qt.dequantize().t()) < FP32_TOL
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
