@@ -1,0 +1,242 @@
+"""Process-wide server state: the engine handle and its boot, readiness, admission and in-flight tracking.
+
+The engine is built and started in the background so the HTTP socket listens while the model loads.
+Phases: loading → ready → (draining) ; dead if the engine stops. Admission is decided here so that
+every endpoint refuses the same way: 503 while loading/draining/dead or when the waiting queue is
+full (with Retry-After), 429 when the client's token budget is spent.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from awqserve.config.engine_config import EngineConfig
+from awqserve.entrypoints.openai.errors import model_not_found, service_unavailable
+from awqserve.entrypoints.openai.limits import RateLimiter
+from awqserve.entrypoints.openai.runner import RequestContext
+from awqserve.entrypoints.openai.server_config import ServerConfig
+from awqserve.entrypoints.openai.tokenization import TokenizerView
+
+logger = logging.getLogger("awqserve.server")
+
+EngineFactory = Callable[[EngineConfig], Any]
+ENGINE_FACTORY_ENV = "AWQSERVE_ENGINE_FACTORY"  # "module:callable"; tests run the server on a fake engine
+
+
+def default_engine_factory() -> EngineFactory:
+    spec = os.environ.get(ENGINE_FACTORY_ENV)
+    if spec:
+        module, _, attr = spec.partition(":")
+        return getattr(importlib.import_module(module), attr)
+    from awqserve.engine.async_engine import AsyncEngine
+
+    return AsyncEngine
+
+
+async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run `fn` in a daemon thread: a model still loading must not keep the process alive at exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(callback: Callable[[], Any]) -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop is closed: the server exited while this was running
+            pass
+
+    def target() -> None:
+        try:
+            result: Any = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - delivered to the awaiting coroutine
+            deliver(lambda: fut.done() or fut.set_exception(e))
+        else:
+            deliver(lambda: fut.done() or fut.set_result(result))
+
+    threading.Thread(target=target, name=f"awqserve-{getattr(fn, '__name__', 'boot')}", daemon=True).start()
+    return await fut
+
+
+@dataclass
+class RequestTracker:
+    """Counts what the server has handed to the engine; `aborters` lets shutdown cut streams short."""
+
+    api_requests: int = 0  # HTTP requests currently generating
+    engine_requests: int = 0  # engine requests (one per prompt) currently in flight
+    aborters: dict[int, Callable[[str], None]] = field(default_factory=dict)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.idle.set()
+
+    def begin(self, n_engine: int, aborter: Callable[[str], None]) -> int:
+        self.api_requests += 1
+        self.engine_requests += n_engine
+        self.idle.clear()
+        token = id(aborter)
+        self.aborters[token] = aborter
+        return token
+
+    def end(self, token: int, n_engine: int) -> None:
+        self.api_requests -= 1
+        self.engine_requests -= n_engine
+        self.aborters.pop(token, None)
+        if self.api_requests == 0:
+            self.idle.set()
+
+
+class AppState:
+    """Everything the handlers share. One per app; the engine arrives asynchronously via `boot()`."""
+
+    def __init__(self, config: ServerConfig, engine_config: EngineConfig,
+                 engine_factory: EngineFactory | None = None) -> None:
+        self.config = config
+        self.engine_config = engine_config
+        self.engine_factory = engine_factory
+        self.engine: Any = None
+        self.boot_error: BaseException | None = None
+        self.started_at = time.monotonic()
+        self.started_wall = time.time()
+        self.draining = False
+        self.tracker = RequestTracker()
+        self.limiter = RateLimiter(config.rate_limit_rpm, config.rate_limit_tpm) if config.rate_limited else None
+        self.metrics: Any = None  # ServerMetrics, set by the app unless metrics are disabled
+        self.tokenizer: TokenizerView | None = None
+        self.on_fatal: Callable[[int], None] | None = None  # set by the server runner: exit with a code
+        self._names: tuple[str, ...] = config.served_model_names
+
+    # ---- boot ----
+
+    async def boot(self) -> None:
+        """Build and start the engine off the event loop; on load failure report and ask to exit(1)."""
+        try:
+            factory = self.engine_factory or default_engine_factory()
+            self.engine = await in_daemon_thread(factory, self.engine_config)
+            started = await in_daemon_thread(self.engine.start)
+            if inspect.isawaitable(started):
+                await started
+            while not (self.engine.ready or self.engine.dead):
+                await asyncio.sleep(0.05)
+            if self.engine.dead:
+                raise self.engine.error or RuntimeError("engine stopped while loading")
+            self._on_ready()
+        except Exception as e:  # noqa: BLE001 - any load failure ends the process with a clear message
+            self.boot_error = e
+            logger.error("model failed to load: %s", e)
+            if self.on_fatal is not None:
+                self.on_fatal(1)
+
+    def _on_ready(self) -> None:
+        self.tokenizer = TokenizerView(self.engine.tokenizer, self.config.chat_template)
+        if not self._names:
+            self._names = (self._default_name(),)
+        if self.metrics is not None:
+            self.metrics.attach(self.engine, self.model_name)
+        q = self.engine.quant_info
+        logger.info("model %s ready: max_model_len=%d, quantization=%s", self.model_name,
+                    self.engine.max_model_len, q.as_dict() if q is not None else None)
+
+    def _default_name(self) -> str:
+        if self.engine_config.served_model_name:
+            return self.engine_config.served_model_name
+        if self.engine_config.model:
+            return self.engine_config.model
+        try:
+            from awqserve.tools.demo_model import DEMO_SERVED_NAME
+
+            return DEMO_SERVED_NAME
+        except ImportError:
+            return self.engine.model_config.path.name
+
+    # ---- phase ----
+
+    @property
+    def phase(self) -> str:
+        if self.boot_error is not None or (self.engine is not None and self.engine.dead):
+            return "dead"
+        if self.engine is None or not self.engine.ready or self.tokenizer is None:
+            return "loading"
+        return "draining" if self.draining else "ready"
+
+    @property
+    def model_name(self) -> str:
+        return self._names[0] if self._names else "unknown"
+
+    @property
+    def served_names(self) -> tuple[str, ...]:
+        return self._names
+
+    def dead_reason(self) -> str:
+        err = self.boot_error or (self.engine.error if self.engine is not None else None)
+        return f"{type(err).__name__}: {err}" if err is not None else "engine stopped"
+
+    def require_engine(self) -> Any:
+        """The ready engine, or 503 with why not (loading / dead)."""
+        phase = self.phase
+        if phase == "loading":
+            raise service_unavailable("The model is still loading; retry shortly.", "model_loading", 5)
+        if phase == "dead":
+            raise service_unavailable(f"The engine has stopped ({self.dead_reason()}); "
+                                      "the server must be restarted.", "engine_dead", 30)
+        return self.engine
+
+    def resolve_model(self, requested: str | None) -> str:
+        if requested is None or requested in self._names:
+            return requested or self.model_name
+        raise model_not_found(requested, list(self._names))
+
+    # ---- load figures ----
+
+    def queue_depth(self) -> int:
+        """Waiting requests as the server sees them: the engine's queue plus requests not yet running."""
+        if self.engine is None or not self.engine.ready:
+            return 0
+        snap = self.engine.stats.snapshot()
+        return max(int(self.engine.num_waiting()), self.tracker.engine_requests - int(snap.num_running))
+
+    def kv_usage(self) -> float:
+        if self.engine is None or not self.engine.ready:
+            return 0.0
+        return float(self.engine.stats.snapshot().kv_usage)
+
+    def queue_full(self) -> bool:
+        return self.queue_depth() >= self.config.max_num_queued_reqs
+
+    # ---- admission ----
+
+    def admit(self, client: str | None, prompt_tokens: int) -> None:
+        """Last gate before the engine: draining → 503, queue full → 503, then charge prompt tokens."""
+        if self.draining:
+            self.count_reject("draining")
+            raise service_unavailable("The server is shutting down and not accepting new requests.",
+                                      "shutting_down", 5)
+        if self.queue_full():
+            self.count_reject("queue_full")
+            raise service_unavailable(
+                f"The server is overloaded: the waiting queue is full ({self.config.max_num_queued_reqs} "
+                "requests). Retry later or lower your request rate.", "queue_full", 1)
+        if self.limiter is not None and client is not None:
+            self.limiter.debit_tokens(client, prompt_tokens)
+
+    def count_reject(self, reason: str) -> None:
+        """Count a refusal at the edge (queue_full, draining, invalid_api_key, rate_limit_exceeded)."""
+        if self.metrics is not None:
+            self.metrics.rejected(reason)
+
+
+def get_state(request: Any) -> AppState:
+    return request.app.state.awqserve
+
+
+def get_ctx(request: Any) -> RequestContext:
+    ctx = request.scope.get("state", {}).get("ctx")
+    if ctx is None:  # only when the app runs without its middleware (unit tests of a single route)
+        ctx = RequestContext(request_id=uuid.uuid4().hex, client=None, debug=False)
+    return ctx

@@ -1,0 +1,119 @@
+"""The server's view of the engine's tokenizer: prompt encoding, chat templates, and per-token text/bytes.
+
+Token strings and bytes (for logprobs) are cached per id: they are asked for once per generated
+token when logprobs are on.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from awqserve.entrypoints.openai.errors import bad_request, unsupported_parameter
+from awqserve.entrypoints.openai.protocol import ChatMessage
+from awqserve.errors import AwqServeError
+
+_BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_byte() -> dict[str, int]:
+    """Inverse of the byte-level BPE alphabet: printable bytes map to themselves, the rest to 256+."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {chr(b): b for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """Request messages → chat-template dicts. Content parts must be text (joined by newlines)."""
+    out: list[dict[str, Any]] = []
+    for i, msg in enumerate(messages):
+        item: dict[str, Any] = {"role": msg.role, **(msg.model_extra or {})}
+        if isinstance(msg.content, list):
+            texts = []
+            for j, part in enumerate(msg.content):
+                if part.type != "text" or part.text is None:
+                    raise unsupported_parameter(f"messages[{i}].content[{j}].type",
+                                                f"Only text content parts are supported, got {part.type!r}.")
+                texts.append(part.text)
+            item["content"] = "\n".join(texts)
+        else:
+            item["content"] = msg.content or ""
+        if msg.name is not None:
+            item["name"] = msg.name
+        out.append(item)
+    return out
+
+
+class TokenizerView:
+    """Wraps a Hugging Face tokenizer; `chat_template` (text) overrides the model's own template."""
+
+    def __init__(self, tokenizer: Any, chat_template: str | None = None) -> None:
+        self.tok = tokenizer
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        self._str_cache: dict[int, str] = {}
+        self._bytes_cache: dict[int, list[int]] = {}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return list(self.tok.encode(text, add_special_tokens=add_special_tokens))
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
+        return str(self.tok.decode(ids, skip_special_tokens=skip_special_tokens))
+
+    def chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
+        """Token ids the model sees for `messages`; 400 if the model has no usable chat template."""
+        try:
+            try:
+                from awqserve.loader.tokenizer import apply_chat_template
+            except ImportError:  # engine side not present: render with transformers directly
+                return self._hf_chat_prompt(messages, add_generation_prompt)
+            return list(apply_chat_template(self.tok, messages, add_generation_prompt=add_generation_prompt))
+        except (ValueError, TypeError, KeyError, AwqServeError) as e:
+            raise bad_request(f"Could not apply the chat template to these messages: {e}",
+                              param="messages", code="chat_template_error") from None
+        except Exception as e:  # jinja2 TemplateError (raise_exception in templates) and friends
+            if type(e).__module__.startswith("jinja2"):
+                raise bad_request(f"The chat template rejected these messages: {e}",
+                                  param="messages", code="chat_template_error") from None
+            raise
+
+    def _hf_chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+        text = self.tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        return self.encode(str(text), add_special_tokens=False)
+
+    def token_str(self, token_id: int) -> str:
+        s = self._str_cache.get(token_id)
+        if s is None:
+            s = self._str_cache[token_id] = self.decode([token_id])
+        return s
+
+    def token_bytes(self, token_id: int) -> list[int]:
+        """UTF-8 bytes of one token; exact for byte-level BPE and sentencepiece byte-fallback pieces."""
+        b = self._bytes_cache.get(token_id)
+        if b is None:
+            b = self._bytes_cache[token_id] = self._compute_bytes(token_id)
+        return b
+
+    def _compute_bytes(self, token_id: int) -> list[int]:
+        text = self.token_str(token_id)
+        if "\ufffd" not in text:
+            return list(text.encode("utf-8"))
+        piece = self.tok.convert_ids_to_tokens(token_id)
+        if isinstance(piece, str):
+            m = _BYTE_PIECE.match(piece)
+            if m:
+                return [int(m.group(1), 16)]
+            table = _unicode_to_byte()
+            if piece and all(ch in table for ch in piece):
+                return [table[ch] for ch in piece]
+        return list(text.encode("utf-8"))
