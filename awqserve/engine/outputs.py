@@ -61,3 +61,6 @@ class RequestOutput:
     prompt_logprobs: list[TokenLogprob | None] | None = None  # first entry None (no logprob for token 0)
     metrics: RequestMetrics | None = None
     num_cached_tokens: int = 0
+    # Set when the request failed inside the engine (e.g. out of memory in its step); the request
+    # is finished and `AsyncEngine.generate` raises it (an `errors.RequestError`).
+    error: Exception | None = None

@@ -1,0 +1,227 @@
+"""AsyncEngine: one engine thread owns the model; asyncio callers stream from per-request queues.
+
+The thread loads the model itself (so an HTTP server can listen and answer /health while loading),
+then loops: take new requests and aborts handed over under a condition variable, run one
+`LLMEngine.step()`, and deliver each output to its request's asyncio.Queue with
+`loop.call_soon_threadsafe`. With no work it sleeps on the condition variable (no busy loop).
+
+Failure model: a failing step fails only its requests (their stream raises `RequestError`); if
+the thread itself dies (or the model fails to load), `dead` becomes True and every pending and
+future request raises `EngineDeadError`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+from awqserve.config.engine_config import EngineConfig
+from awqserve.engine.llm_engine import LLMEngine
+from awqserve.engine.outputs import RequestOutput
+from awqserve.engine.sampling_params import SamplingParams
+from awqserve.engine.stats import StatsHolder
+from awqserve.errors import EngineDeadError, RequestError
+
+log = logging.getLogger(__name__)
+EngineFactory = Callable[[EngineConfig, StatsHolder], LLMEngine]
+
+
+@dataclass
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue  # of RequestOutput | BaseException
+
+
+def _put_all(items: list[tuple[asyncio.Queue, Any]]) -> None:
+    for queue, item in items:
+        queue.put_nowait(item)
+
+
+class AsyncEngine:
+    """Thread-safe front of an LLMEngine. Create, `start()`, then `generate()` from any event loop."""
+
+    def __init__(self, config: EngineConfig, *, engine_factory: EngineFactory | None = None) -> None:
+        self.config = config
+        self._stats = StatsHolder()
+        self._factory: EngineFactory = engine_factory or (lambda cfg, stats: LLMEngine(cfg, stats=stats))
+        self._engine: LLMEngine | None = None
+        self._cond = threading.Condition()
+        self._new: list[tuple[str, list[int], SamplingParams, float]] = []
+        self._aborts: list[str] = []
+        self._streams: dict[str, _Stream] = {}
+        self._thread: threading.Thread | None = None
+        self._ready = False
+        self._dead = False
+        self._stopping = False
+        self._error: BaseException | None = None
+        self._engine_waiting = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the engine thread (it loads the model); returns at once. Idempotent."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="awqserve-engine", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the thread after its current step; pending requests get EngineDeadError."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        self._fail_all(EngineDeadError("the engine was shut down"))
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait until the model is loaded; raises EngineDeadError if loading failed, TimeoutError on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            if self._dead:
+                raise EngineDeadError(f"the engine failed to start: {self._error}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("the engine is not ready yet")
+            await asyncio.sleep(0.05)
+
+    # -- read-only state -------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready and not self._dead
+
+    @property
+    def dead(self) -> bool:
+        return self._dead
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._error
+
+    @property
+    def stats(self) -> StatsHolder:
+        return self._stats
+
+    @property
+    def engine(self) -> LLMEngine | None:
+        """The underlying engine once loaded (read-only use from other threads)."""
+        return self._engine
+
+    @property
+    def model_config(self) -> Any:
+        return self._engine.model_config if self._engine else None
+
+    @property
+    def tokenizer(self) -> Any:
+        return self._engine.tokenizer if self._engine else None
+
+    @property
+    def max_model_len(self) -> int | None:
+        return self._engine.max_model_len if self._engine else None
+
+    @property
+    def quant_info(self) -> Any:
+        return self._engine.quant_info if self._engine else None
+
+    def num_waiting(self) -> int:
+        """Requests not yet running: handed over but not admitted, plus the engine's waiting queue."""
+        return len(self._new) + self._engine_waiting
+
+    # -- requests --------------------------------------------------------------------------------
+    async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
+                       request_id: str) -> AsyncIterator[RequestOutput]:
+        """Stream a request's outputs (each holds deltas and cumulative state) until finished.
+
+        Raises EngineDeadError if the engine is or becomes dead, RequestError if the request
+        fails inside the engine (status 400 for an invalid prompt, 503 out of memory, else 500),
+        ValueError for a request id already in use. Closing or cancelling the iterator aborts
+        the request.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._cond:
+            if self._dead or self._stopping:
+                raise EngineDeadError(f"the engine is not running: {self._error or 'shut down'}")
+            if request_id in self._streams:
+                raise ValueError(f"request id {request_id!r} is already in use")
+            self._streams[request_id] = _Stream(loop, queue)
+            self._new.append((request_id, list(prompt_token_ids), params, time.monotonic()))
+            self._cond.notify()
+        finished = False
+        try:
+            while not finished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                if item.error is not None:
+                    finished = True
+                    raise item.error
+                finished = item.finished
+                yield item
+        finally:
+            with self._cond:
+                self._streams.pop(request_id, None)
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        """Abort a request (no-op if unknown); its blocks are freed within one engine step."""
+        with self._cond:
+            self._aborts.append(request_id)
+            self._cond.notify()
+
+    # -- the engine thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._engine = self._factory(self.config, self._stats)
+            self._ready = True
+            self._loop(self._engine)
+        except BaseException as e:  # noqa: BLE001 - the thread must report any death
+            log.exception("engine thread died")
+            self._error = e
+            self._fail_all(EngineDeadError(f"the engine stopped: {type(e).__name__}: {e}"))
+
+    def _loop(self, engine: LLMEngine) -> None:
+        while True:
+            with self._cond:
+                while not (self._new or self._aborts or self._stopping or engine.has_unfinished()):
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                new, self._new = self._new, []
+                aborts, self._aborts = self._aborts, []
+            for rid, prompt, params, arrival in new:
+                try:
+                    engine.add_request(rid, prompt, params, arrival_time=arrival)
+                except ValueError as e:
+                    self._deliver([(rid, RequestError(str(e), status=400, kind="invalid_request_error"))])
+            for rid in aborts:
+                engine.abort(rid)
+            outputs = engine.step() if engine.has_unfinished() else []
+            self._engine_waiting = engine.num_waiting
+            self._deliver([(o.request_id, o) for o in outputs])
+
+    def _deliver(self, items: list[tuple[str, Any]]) -> None:
+        """Hand items to their streams' loops, one thread-safe call per loop."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+        with self._cond:
+            for rid, item in items:
+                stream = self._streams.get(rid)
+                if stream is None:
+                    continue  # the consumer is gone (cancelled); nothing to deliver
+                if isinstance(item, BaseException) or item.finished:
+                    del self._streams[rid]
+                by_loop.setdefault(stream.loop, []).append((stream.queue, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, batch)
+            except RuntimeError:  # the consumer's loop is closed
+                pass
+
+    def _fail_all(self, err: EngineDeadError) -> None:
+        with self._cond:
+            self._dead = True
+            self._cond.notify_all()
+            ids = list(self._streams)
+        self._deliver([(rid, err) for rid in ids])
