@@ -123,6 +123,11 @@ class CheckpointReader:
         self._require(name)
         return tuple(int(x) for x in self._headers[self._where[name]][name]["shape"])
 
+    def dtype_name(self, name: str) -> str:
+        """The stored dtype of `name` as safetensors spells it ("BF16", "F32", …), from the header."""
+        self._require(name)
+        return str(self._headers[self._where[name]][name]["dtype"])
+
     def get(self, name: str) -> torch.Tensor:
         """Read one tensor (a fresh CPU tensor) and mark it consumed."""
         self._require(name)

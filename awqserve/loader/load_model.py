@@ -30,6 +30,7 @@ from awqserve.quant.base import QuantConfig, QuantizedTensor, parse_quant_config
 
 KernelFactory = Callable[["torch.Tensor | QuantizedTensor", torch.device, torch.dtype], LinearKernel]
 _SHOW = 8  # names listed in an error before "…"
+_STORED_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32}
 
 
 def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -164,7 +165,10 @@ def _load_linears(model: CausalLM, reader: CheckpointReader, quant: QuantConfig,
             continue
         target = _tie_target(model, name, reader)
         if target is not None:
-            linear.set_weight([_loaded_tensor(model, target)], None)
+            # The tied Linear gets the embedding in its stored dtype (a bf16 checkpoint keeps a bf16
+            # lm_head, which the kernel chooser may run natively); upcasting bf16 back is exact.
+            stored = _STORED_DTYPES.get(reader.dtype_name(target), dtype)
+            linear.set_weight([_loaded_tensor(model, target).to(stored)], None)
         else:
             _read_linear(name, linear, reader, quant)
         if factory is not None:

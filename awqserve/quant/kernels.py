@@ -158,7 +158,20 @@ class KernelPolicy:
 def _dense_dtype(policy: KernelPolicy, dtype: torch.dtype, device: torch.device) -> torch.dtype:
     if policy.dense_dtype is not None:
         return policy.dense_dtype
+    if policy.mode == "dense":  # the exact reference layout: everything in the model dtype
+        return dtype
     if device.type == "cpu" and dtype == torch.float32 and cpu_has_native_bf16():
+        return torch.bfloat16
+    return dtype
+
+
+def _float_weight_dtype(weight: torch.Tensor, policy: KernelPolicy, dtype: torch.dtype,
+                        device: torch.device) -> torch.dtype:
+    """Float weights run in the model dtype, except that a weight *stored* in bf16 stays bf16 on CPUs
+    that multiply bf16 natively (policy auto/int4): no information is lost, half the bytes are read
+    per token (the demo model's tied 49152x576 lm_head: 3.8 ms instead of 10 ms per decode step)."""
+    if (weight.dtype == torch.bfloat16 and device.type == "cpu" and policy.mode != "dense"
+            and cpu_has_native_bf16()):
         return torch.bfloat16
     return dtype
 
@@ -173,7 +186,7 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
     device = torch.device(device)
     pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
     if not isinstance(weight, QuantizedTensor):
-        return DenseKernel(weight.to(device=device, dtype=dtype))
+        return DenseKernel(weight.to(device=device, dtype=_float_weight_dtype(weight, pol, dtype, device)))
     dense_dtype = _dense_dtype(pol, dtype, device)
 
     def dense() -> DenseKernel:

@@ -214,7 +214,7 @@ def test_tiny_qwen3_next_hybrid_matches_transformers(tmp_path: Path) -> None:
     from build_tiny import build, load_reference
 
     tiny = build("qwen3_next", tmp_path / "qn")
-    engine = _engine(tiny.awq_dir, max_num_batched_tokens=7, max_num_seqs=4)
+    engine = _engine(tiny.awq_dir, max_num_batched_tokens=7, max_num_seqs=4, weight_layout="dense")
     assert not engine.enable_prefix_caching and engine.runner.num_state_slots == 4
     prompts = [list(range(10, 10 + n)) for n in (3, 11, 20, 30, 5)]
     outs = _run(engine, prompts, SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True))

@@ -10,7 +10,7 @@ import torch
 
 from awqserve.layers.linear import DenseKernel, Linear
 from awqserve.quant.base import QuantizedTensor
-from awqserve.quant.kernels import (HybridKernel, Int4CpuKernel, Int4CudaKernel, KernelPolicy,
+from awqserve.quant.kernels import (cpu_has_native_bf16, HybridKernel, Int4CpuKernel, Int4CudaKernel, KernelPolicy,
                                     _scales_and_zeros, int4_group, kernel_factory, make_kernel)
 from awqserve.quant.packing import quantize_rtn
 
@@ -97,10 +97,20 @@ def test_unsupported_shapes_fall_back_to_dense(n: int, k: int, group: int | None
 
 def test_float_weight_is_dense_in_model_dtype() -> None:
     w = torch.randn(24, 40, dtype=torch.bfloat16)
-    kernel = make_kernel(w, "cpu", torch.float32)
+    kernel = make_kernel(w, "cpu", torch.float32, "dense")
     assert isinstance(kernel, DenseKernel) and kernel.weight.dtype == torch.float32
     x = torch.randn(3, 40)
     assert rel_err(kernel(x), x @ w.float().t()) < FP32_TOL
+
+
+def test_bf16_stored_float_weight_stays_bf16_where_native() -> None:
+    """auto: a weight stored in bf16 runs natively in bf16 on CPUs with bf16 support (no information
+    lost, half the bytes); fp32-stored weights stay in the model dtype."""
+    w = torch.randn(24, 40, dtype=torch.bfloat16)
+    kernel = make_kernel(w, "cpu", torch.float32, "auto")
+    expected = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert isinstance(kernel, DenseKernel) and kernel.weight.dtype == expected
+    assert make_kernel(w.float(), "cpu", torch.float32, "auto").weight.dtype == torch.float32
 
 
 def test_hybrid_dispatch_by_rows() -> None:

@@ -210,7 +210,9 @@ def test_int4_kernels_stay_close(tiny, models) -> None:
     a = HybridRunner(dense).step({"a": ids})["a"]
     b = HybridRunner(int4).step({"a": ids})["a"]
     assert (a.argmax(-1) == b.argmax(-1)).float().mean() > 0.85
-    assert (a - b).abs().max() < 0.5  # bf16 activations: ~1% of the logit spread
+    # bf16 activations, and bf16-stored float weights (shared experts, GDN projections, lm_head)
+    # run natively in bf16 where the CPU supports it: ~2% of the logit spread
+    assert (a - b).abs().max() < 1.0
 
 
 def _assert_greedy_continuation(ref: torch.nn.Module, prompt: list[int], generated: list[int]) -> None:
