@@ -57,10 +57,21 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return parse_dtype(name)
+def resolve_dtype(name: str, device: torch.device, *, quantized: bool = False,
+                  weight_layout: str = "auto") -> torch.dtype:
+    """Activation dtype. auto: bf16 on CUDA; on CPU bf16 for int4 checkpoints where the CPU multiplies
+    bf16 natively (the int4 kernel takes bf16 activations, so fp32 would add two casts per linear:
+    measured 17.7 vs 27 ms per demo decode step), else fp32. `--weight-layout dense` keeps the exact
+    fp32 reference path."""
+    if name != "auto":
+        return parse_dtype(name)
+    if device.type == "cuda":
+        return torch.bfloat16
+    from awqserve.quant.kernels import cpu_has_native_bf16
+
+    if quantized and weight_layout != "dense" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return torch.float32
 
 
 class LLMEngine:
@@ -107,6 +118,9 @@ class LLMEngine:
 
             model_dir = ensure_demo_model()
         t0 = time.monotonic()
+        quantized = bool(ModelConfig.from_dir(model_dir).quantization_config)
+        self.dtype = resolve_dtype(self.config.dtype, self.device, quantized=quantized,
+                                   weight_layout=self.config.weight_layout)
         model = load_model(model_dir, device=self.device, dtype=self.dtype, weight_policy=self.config.weight_layout)
         log.info("loaded %s on %s (%s) in %.1fs", model_dir, self.device, self.dtype, time.monotonic() - t0)
         return model, tokenizer if tokenizer is not None else load_tokenizer(model_dir)

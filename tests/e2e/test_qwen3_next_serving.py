@@ -33,7 +33,10 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 @pytest.fixture(scope="module")
 def q3n_server(tiny: TinyModel) -> Iterator[ServerProcess]:
     # a 32-token batch budget: the prompt below is prefilled in chunks that continue the GDN state
-    proc = start_server(tiny.awq_dir, ["--served-model-name", "tiny-qwen3-next", "--max-num-batched-tokens", "32"])
+    # --weight-layout dense: the exact fp32 path, so "alone equals in a crowd" is a fair check on random
+    # weights (the default layout switches kernels with the batch size: close, not bitwise equal)
+    proc = start_server(tiny.awq_dir, ["--served-model-name", "tiny-qwen3-next", "--max-num-batched-tokens", "32",
+                                       "--weight-layout", "dense"])
     yield proc
     proc.stop()
 
