@@ -92,7 +92,7 @@ def setup_section(res: dict[str, Any]) -> list[str]:
             "ratios are only fair where both sides saw similar load**" if busy else "")),
         ("Model", f"SmolLM2-135M-Instruct (Llama, 30 layers, hidden 576): awqserve `{awq.get('dir')}` "
                   f"({awq.get('mib', '?')} MiB); llama.cpp `{get(model, 'gguf', 'file')}` ({get(model, 'gguf', 'mib')} MiB)"),
-        ("Precision", f"awqserve: {qtext} weights, fp32 activations · llama.cpp: GGUF Q4_1 · "
+        ("Precision", f"awqserve: {qtext} weights, bf16 activations where the CPU has native bf16 (else fp32) · llama.cpp: GGUF Q4_1 · "
                       "transformers: fp32 weights dequantized from the same GGUF"),
         ("Threads", f"{m['threads']} for every system (llama.cpp `-t`/`-tb`, awqserve `--num-threads`, "
                     "transformers `torch.set_num_threads`)"),

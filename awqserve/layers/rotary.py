@@ -126,6 +126,9 @@ class RotaryEmbedding(nn.Module):
         self.rotary_dim = cfg.rotary_dim
         self._cos: torch.Tensor | None = None  # [P, rotary_dim/2] float32
         self._sin: torch.Tensor | None = None
+        # (positions tensor, cos rows, sin rows) of the current step; holds no state across steps
+        # beyond one reference, replaced as soon as a new positions tensor arrives
+        self._step_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def ensure_cache(self, num_positions: int, device: torch.device) -> None:
         """Make the table cover positions [0, num_positions) on `device` (grows by powers of two)."""
@@ -143,10 +146,24 @@ class RotaryEmbedding(nn.Module):
         """`num_positions` (> every position; a host int) spares a device sync to size the table."""
         if num_positions is None:
             num_positions = int(positions.max().item()) + 1 if positions.numel() else 1
+        cos, sin = self._cos_sin(positions, num_positions)
+        hq = q.shape[1]
+        # q and k rotated in one pass: half the elementwise launches of rotating each (decode is
+        # launch-bound on CPU)
+        qk = self._rotate(torch.cat([q, k], dim=1), cos, sin)
+        return qk[:, :hq], qk[:, hq:]
+
+    def _cos_sin(self, positions: torch.Tensor, num_positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows [T, 1, rotary_dim/2] for `positions`; every layer of a step passes the same
+        tensor, so the gather is done once per step (keyed by the tensor's identity)."""
+        cached = self._step_cache
+        if cached is not None and cached[0] is positions:
+            return cached[1], cached[2]
         self.ensure_cache(num_positions, positions.device)
         cos = self._cos.index_select(0, positions).unsqueeze(1)  # type: ignore[union-attr]
         sin = self._sin.index_select(0, positions).unsqueeze(1)  # type: ignore[union-attr]
-        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+        self._step_cache = (positions, cos, sin)
+        return cos, sin
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         r, half = self.rotary_dim, self.rotary_dim // 2
