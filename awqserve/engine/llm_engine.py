@@ -16,6 +16,7 @@ import torch
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.config.model_config import ModelConfig, parse_dtype
+from awqserve.errors import UnsupportedError
 from awqserve.engine.block_manager import BlockManager
 from awqserve.engine.detokenizer import Detokenizer
 from awqserve.engine.model_runner import ModelRunner
@@ -92,8 +93,7 @@ class LLMEngine:
         self.model = model
         self.model_config: ModelConfig = model.config
         self.tokenizer = tokenizer
-        self.max_model_len = config.max_model_len or min(self.model_config.max_position_embeddings,
-                                                         DEFAULT_MAX_MODEL_LEN_CAP)
+        self.max_model_len = self._resolve_max_model_len()
         self.runner = ModelRunner(model, config=config, device=self.device, dtype=self.dtype,
                                   max_model_len=self.max_model_len)
         self.scheduler = self._build_scheduler()
@@ -107,6 +107,18 @@ class LLMEngine:
         self._publish_stats()
 
     # -- construction ----------------------------------------------------------------------------
+    def _resolve_max_model_len(self) -> int:
+        """Default: the model's own limit capped at 8192. An explicit value above the model's limit
+        is refused (as vLLM does): positions past it were never trained and RoPE tables end there."""
+        limit = self.model_config.max_position_embeddings
+        wanted = self.config.max_model_len
+        if wanted is None:
+            return min(limit, DEFAULT_MAX_MODEL_LEN_CAP)
+        if wanted > limit:
+            raise UnsupportedError(f"--max-model-len {wanted} exceeds the model's own limit "
+                                   f"(max_position_embeddings = {limit}); use at most {limit}")
+        return wanted
+
     def _load(self, tokenizer: Any) -> tuple[CausalLM, Any]:
         from awqserve.loader.load_model import load_model
         from awqserve.loader.tokenizer import load_tokenizer

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from awqserve.config.engine_config import EngineConfig
+from awqserve.config.model_config import ModelConfig
+from awqserve.errors import UnsupportedError
 from awqserve.engine.llm_engine import LLMEngine
 from awqserve.engine.outputs import RequestOutput
 from awqserve.engine.sampling_params import SamplingParams
@@ -224,3 +226,12 @@ def test_tiny_qwen3_next_hybrid_matches_transformers(tmp_path: Path) -> None:
             expected = ref.generate(torch.tensor([p]), max_new_tokens=10, do_sample=False)[0, len(p):].tolist()
             assert out.outputs[0].token_ids == expected
     assert engine.scheduler.state_pool is not None and engine.scheduler.state_pool.num_free == 4
+
+
+def test_max_model_len_defaults_and_refusal(tiny_llama: Path) -> None:
+    """Default = the model's own limit capped at 8192; an explicit value above the model's limit is
+    refused with a message naming both numbers (vLLM's behaviour), never silently accepted."""
+    limit = ModelConfig.from_dir(tiny_llama).max_position_embeddings
+    assert _engine(tiny_llama, max_model_len=None).max_model_len == min(limit, 8192)
+    with pytest.raises(UnsupportedError, match=f"exceeds the model's own limit.*{limit}"):
+        _engine(tiny_llama, max_model_len=limit + 1)
