@@ -17,9 +17,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+# In-process engines live in engines.py; re-exported so callers keep one import point.
+from engines import AwqserveEngine, Engine, LlamaCppEngine, Timing, TransformersEngine, Unavailable  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing awqserve
@@ -37,10 +40,6 @@ or point LLAMA_SERVER=/path/to/llama-server at an existing build."""
 CHAT_MESSAGES = [{"role": "user", "content":
                   "What is the capital of France? Answer in one sentence, then explain briefly why."}]
 CONTEXT_LIMIT = 8192  # the demo model's trained context
-
-
-class Unavailable(RuntimeError):
-    """A system (or its model file) is not present on this machine; the message says why/how to fix."""
 
 
 # ---------------------------------------------------------------- locating things
@@ -208,151 +207,6 @@ class Tokenizer:
 
 # ---------------------------------------------------------------- in-process engines
 
-@dataclass
-class Timing:
-    """One generation: seconds from the call to the first token, from first to last token, tokens out."""
-
-    ttft_s: float
-    decode_s: float
-    n_out: int
-
-    @property
-    def decode_tok_s(self) -> float:
-        # n_out tokens need n_out - 1 decode steps after the prefill that produced the first one
-        return (self.n_out - 1) / self.decode_s if self.n_out > 1 and self.decode_s > 0 else float("nan")
-
-
-class Engine(Protocol):
-    name: str
-
-    def generate(self, prompt_ids: list[int], max_new: int) -> Timing: ...
-
-
-class LlamaCppEngine:
-    """llama-cpp-python's `Llama`; `generate()` yields tokens without stopping at EOS (= ignore EOS)."""
-
-    name = "llama.cpp (llama-cpp-python)"
-
-    def __init__(self, gguf: Path, n_ctx: int, threads: int) -> None:
-        try:
-            import llama_cpp
-        except ImportError as e:
-            raise Unavailable(f"llama-cpp-python not importable: {e}") from e
-        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads,
-                                   n_threads_batch=threads, verbose=False)
-
-    def generate(self, prompt_ids: list[int], max_new: int) -> Timing:
-        self.llm.reset()  # no reuse of the previous prompt's KV: every call pays its full prefill
-        t0 = time.perf_counter()
-        first = last = t0
-        n = 0
-        for _tok in self.llm.generate(prompt_ids, temp=0.0, top_k=1, reset=True):
-            last = time.perf_counter()
-            n += 1
-            if n == 1:
-                first = last
-            if n >= max_new:
-                break
-        return Timing(first - t0, last - first, n)
-
-
-class TransformersEngine:
-    """transformers `generate` on the GGUF dequantized to fp32, greedy, exactly `max_new` tokens."""
-
-    name = "transformers (fp32, dequantized GGUF)"
-
-    def __init__(self, gguf: Path, threads: int) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        torch.set_num_threads(threads)
-        self.torch = torch
-        try:
-            self.model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                              dtype=torch.float32)
-            self.loader = "AutoModelForCausalLM.from_pretrained(gguf_file=...)"
-        except ValueError as e:  # transformers' GGUF loader insists on `accelerate`
-            if "accelerate" not in str(e):
-                raise
-            # same weights, same transformers LlamaForCausalLM: the GGUF dequantized by the gguf package
-            from awqserve.tools.demo_model import load_demo_float_model
-
-            self.model = load_demo_float_model(gguf)[0]
-            self.loader = "LlamaForCausalLM via awqserve.tools.demo_model (accelerate not installed)"
-        self.model.eval()
-
-    def generate(self, prompt_ids: list[int], max_new: int) -> Timing:
-        from transformers.generation.streamers import BaseStreamer
-
-        stamps: list[float] = []
-
-        class _Clock(BaseStreamer):
-            def __init__(self) -> None:
-                self.seen_prompt = False
-
-            def put(self, value: Any) -> None:  # first call is the prompt itself
-                if self.seen_prompt:
-                    stamps.append(time.perf_counter())
-                self.seen_prompt = True
-
-            def end(self) -> None:
-                pass
-
-        ids = self.torch.tensor([prompt_ids])
-        t0 = time.perf_counter()
-        with self.torch.inference_mode():
-            out = self.model.generate(ids, attention_mask=self.torch.ones_like(ids), do_sample=False,
-                                      max_new_tokens=max_new, min_new_tokens=max_new, streamer=_Clock(),
-                                      pad_token_id=2)
-        n = int(out.shape[1]) - len(prompt_ids)
-        first = stamps[0] if stamps else time.perf_counter()
-        return Timing(first - t0, (stamps[-1] - first) if stamps else 0.0, n)
-
-
-class AwqserveEngine:
-    """awqserve's offline `LLM` (vLLM's shape). Times come from the engine's per-request metrics."""
-
-    name = "awqserve (offline LLM)"
-
-    def __init__(self, model: str | None, threads: int) -> None:
-        try:
-            from awqserve import LLM, SamplingParams
-        except (ImportError, AttributeError) as e:
-            raise Unavailable(f"awqserve offline API not importable: {e}") from e
-        self.SamplingParams = SamplingParams
-        # every call pays its whole prefill, as on llama.cpp (reset per call): no prefix-cache hits
-        # between repetitions of the same prompt
-        self.llm = LLM(model=model, enable_prefix_caching=False, num_threads=threads)
-
-    def prompt(self, prompt_ids: list[int]) -> Any:
-        return list(prompt_ids)  # awqserve takes token-id lists directly (vLLM would want TokensPrompt)
-
-    def params(self, max_new: int) -> Any:
-        return self.SamplingParams(temperature=0, max_tokens=max_new, ignore_eos=True)
-
-    def run(self, prompts: list[Any], params: Any) -> list[Any]:
-        import inspect
-
-        quiet = {"use_tqdm": False} if "use_tqdm" in inspect.signature(self.llm.generate).parameters else {}
-        return self.llm.generate(prompts, params, **quiet)
-
-    def generate(self, prompt_ids: list[int], max_new: int) -> Timing:
-        t0 = time.monotonic()
-        out = self.run([self.prompt(prompt_ids)], self.params(max_new))[0]
-        t_end = time.monotonic()
-        n = len(out.outputs[0].token_ids)
-        m = getattr(out, "metrics", None)
-        if m is not None and m.first_token_time is not None and m.last_token_time is not None:
-            return Timing(m.first_token_time - min(m.arrival_time, m.first_token_time),
-                          m.last_token_time - m.first_token_time, n)
-        if max_new == 1:
-            return Timing(t_end - t0, 0.0, n)
-        ttft = self.generate(prompt_ids, 1).ttft_s  # no metrics: infer decode time from a 1-token run
-        return Timing(ttft, max(t_end - t0 - ttft, 1e-9), n)
-
-
-# ---------------------------------------------------------------- HTTP servers
-
 class ManagedServer:
     """A server child process: started, polled on /health until 200, stopped with SIGTERM (then kill)."""
 
@@ -422,3 +276,4 @@ def llama_server(port: int, slots: int, ctx_per_slot: int, threads: int, log_dir
     # the shared libraries sit next to the binary in a CMake build tree
     env = {"LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
     return ManagedServer(f"llama-server -np {slots}", cmd, port, log_dir / f"llama-server-{port}.log", env)
+

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch import nn
 
 from awqserve.layers.linear import DenseKernel, LinearKernel
 from awqserve.quant.base import QuantizedTensor

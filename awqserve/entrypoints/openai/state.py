@@ -56,7 +56,8 @@ async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
         try:
             result: Any = fn(*args)
         except BaseException as e:  # noqa: BLE001 - delivered to the awaiting coroutine
-            deliver(lambda: fut.done() or fut.set_exception(e))
+            # bind now: Python unbinds `e` when the except block ends, before the loop runs the callback
+            deliver(lambda err=e: fut.done() or fut.set_exception(err))
         else:
             deliver(lambda: fut.done() or fut.set_result(result))
 
