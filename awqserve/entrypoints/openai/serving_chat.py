@@ -16,7 +16,7 @@ from awqserve.entrypoints.openai.logprobs import chat_logprobs
 from awqserve.entrypoints.openai.protocol import ChatCompletionRequest, parse_body, reject_unsupported
 from awqserve.entrypoints.openai.runner import ClientDisconnected, Generation, until_disconnect
 from awqserve.entrypoints.openai.sampling import build_params, check_logprobs, resolve_max_tokens
-from awqserve.entrypoints.openai.sse import DONE, SSEResponse, sse_error, sse_event
+from awqserve.entrypoints.openai.sse import SSEResponse, finish_stream, sse_event
 from awqserve.entrypoints.openai.state import AppState, get_ctx, get_state
 from awqserve.entrypoints.openai.tokenization import messages_to_dicts
 from awqserve.version import __version__
@@ -123,10 +123,11 @@ async def chat_full(job: ChatJob) -> dict[str, Any]:
     return body
 
 
-async def chat_stream(job: ChatJob, debug: bool) -> AsyncIterator[bytes]:
+def chat_stream(job: ChatJob, debug: bool) -> AsyncIterator[bytes]:
     """SSE: role chunk per choice, content deltas, a finish chunk per choice, optional usage, [DONE]."""
     include_usage = job.req.include_usage
     n = job.req.n
+    tokens = 0
 
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         body = job.base("chat.completion.chunk")
@@ -135,11 +136,12 @@ async def chat_stream(job: ChatJob, debug: bool) -> AsyncIterator[bytes]:
             body["usage"] = usage
         return body
 
-    for i in range(n):
-        yield sse_event(chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                                "logprobs": None, "finish_reason": None}]))
-    tokens, finished = 0, 0
-    try:
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal tokens
+        for i in range(n):
+            yield sse_event(chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
+                                    "logprobs": None, "finish_reason": None}]))
+        finished = 0
         async with aclosing(job.gen.outputs()) as outs:
             async for _, out in outs:
                 for o in out.outputs:
@@ -153,13 +155,11 @@ async def chat_stream(job: ChatJob, debug: bool) -> AsyncIterator[bytes]:
                     if debug and not include_usage and finished == n and reason is not None:
                         body["awqserve_timing"] = job.gen.timing.figures()
                     yield sse_event(body)
-    except APIError as e:
-        yield sse_error(e)
-        yield DONE
-        return
-    if include_usage:
+
+    def usage_chunk() -> dict[str, Any]:
         body = chunk([], job.usage(tokens))
         if debug:
             body["awqserve_timing"] = job.gen.timing.figures()
-        yield sse_event(body)
-    yield DONE
+        return body
+
+    return finish_stream(events(), usage_chunk if include_usage else None)

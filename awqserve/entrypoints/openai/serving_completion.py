@@ -14,13 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from awqserve.engine.outputs import CompletionOutput, RequestOutput
-from awqserve.entrypoints.openai.errors import APIError, bad_request, unsupported_parameter
+from awqserve.entrypoints.openai.errors import bad_request, unsupported_parameter
 from awqserve.entrypoints.openai.logprobs import LegacyLogprobs
 from awqserve.entrypoints.openai.protocol import CompletionRequest, parse_body, reject_unsupported
 from awqserve.entrypoints.openai.runner import ClientDisconnected, Generation, until_disconnect
 from awqserve.entrypoints.openai.sampling import build_params, check_logprobs, resolve_max_tokens
 from awqserve.entrypoints.openai.serving_chat import FINGERPRINT, finish_reason
-from awqserve.entrypoints.openai.sse import DONE, SSEResponse, sse_error, sse_event
+from awqserve.entrypoints.openai.sse import SSEResponse, finish_stream, sse_event
 from awqserve.entrypoints.openai.state import AppState, get_ctx, get_state
 from awqserve.entrypoints.openai.tokenization import TokenizerView
 
@@ -157,9 +157,10 @@ async def completion_full(job: CompletionJob) -> dict[str, Any]:
     return body
 
 
-async def completion_stream(job: CompletionJob, debug: bool) -> AsyncIterator[bytes]:
+def completion_stream(job: CompletionJob, debug: bool) -> AsyncIterator[bytes]:
+    """SSE: text deltas per choice, a finish chunk per choice, optional usage, [DONE]."""
     include_usage = job.req.include_usage
-    total, finished = len(job.choices), 0
+    total = len(job.choices)
 
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
         body = job.base()
@@ -168,7 +169,8 @@ async def completion_stream(job: CompletionJob, debug: bool) -> AsyncIterator[by
             body["usage"] = usage
         return body
 
-    try:
+    async def events() -> AsyncIterator[bytes]:
+        finished = 0
         async with aclosing(job.gen.outputs()) as outs:
             async for pi, out in outs:
                 for o in out.outputs:
@@ -181,13 +183,11 @@ async def completion_stream(job: CompletionJob, debug: bool) -> AsyncIterator[by
                     if debug and not include_usage and finished == total and reason is not None:
                         body["awqserve_timing"] = job.gen.timing.figures()
                     yield sse_event(body)
-    except APIError as e:
-        yield sse_error(e)
-        yield DONE
-        return
-    if include_usage:
+
+    def usage_chunk() -> dict[str, Any]:
         body = chunk([], job.usage())
         if debug:
             body["awqserve_timing"] = job.gen.timing.figures()
-        yield sse_event(body)
-    yield DONE
+        return body
+
+    return finish_stream(events(), usage_chunk if include_usage else None)

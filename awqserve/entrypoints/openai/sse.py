@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +29,24 @@ def sse_error(err: APIError) -> bytes:
     body = err.body()
     body["error"]["status"] = err.status  # extra key: lets clients tell a 503 from a 504
     return sse_event(body)
+
+
+async def finish_stream(events: AsyncIterator[bytes],
+                        final_chunk: Callable[[], Mapping[str, Any]] | None) -> AsyncIterator[bytes]:
+    """The end every OpenAI stream shares (OPENAI_API.md §3): relay `events`; an APIError raised after
+    the 200 went out becomes an error event; otherwise `final_chunk()` (the usage chunk) when given;
+    `[DONE]` in both cases. Closing this generator closes `events` (which aborts the engine work)."""
+    try:
+        async with aclosing(events) as evs:  # type: ignore[type-var]
+            async for ev in evs:
+                yield ev
+    except APIError as e:
+        yield sse_error(e)
+        yield DONE
+        return
+    if final_chunk is not None:
+        yield sse_event(final_chunk())
+    yield DONE
 
 
 class SSEResponse:
