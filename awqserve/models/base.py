@@ -19,8 +19,10 @@ class CausalLM(nn.Module, ABC):
     tensors filled) and calls `finalize`.
 
     - `forward(input_ids [T], ctx)` returns hidden states [T, hidden] of the last layer after the
-      final norm; it reads/writes only the caches given in `ctx`.
-    - `compute_logits(hidden [N, hidden])` returns float32 logits [N, vocab_size].
+      final norm; it reads/writes only the caches given in `ctx`. Default: `self.model(input_ids, ctx)`
+      (the HF layout: the decoder under `model.*`).
+    - `compute_logits(hidden [N, hidden])` returns float32 logits [N, vocab_size]. Default:
+      `self.lm_head` (a Linear) applied, then cast to float32.
     - `cache_spec()` describes per-sequence caches; its attention/state lists are in the same order
       as the indices the layers use into `ctx.kv_caches` / `ctx.conv_states` / `ctx.recurrent_states`.
     """
@@ -33,11 +35,11 @@ class CausalLM(nn.Module, ABC):
         super().__init__()
         self.config = config
 
-    @abstractmethod
-    def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor: ...
+    def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
+        return self.model(input_ids, ctx)
 
-    @abstractmethod
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
 
     @abstractmethod
     def cache_spec(self) -> CacheSpec: ...

@@ -115,12 +115,6 @@ class LlamaForCausalLM(CausalLM):
             # Mistral-v0.1 style: exact for sequences shorter than the window, full attention beyond.
             logger.warning("sliding_window=%s is not implemented; attending to the full context", window)
 
-    def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self.model(input_ids, ctx)
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
-
     def cache_spec(self) -> CacheSpec:
         c = self.config
         return CacheSpec(attention=[KVCacheSpec(c.num_kv_heads, c.head_dim) for _ in range(c.num_layers)])

@@ -129,12 +129,6 @@ class Qwen3NextForCausalLM(CausalLM):
         self.model = Qwen3NextModel(config, TorchPagedAttention())
         self.lm_head = Linear(config.hidden_size, config.vocab_size)
 
-    def forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
-        return self.model(input_ids, ctx)
-
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
-
     def cache_spec(self) -> CacheSpec:
         c = self.config
         gdn = GDNConfig.from_model(c)
