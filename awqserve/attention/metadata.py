@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from awqserve.attention.decode_op import DecodeMeta
+
 
 @dataclass
 class KVCacheSpec:
@@ -71,6 +73,9 @@ class ForwardContext:
     query_lens_cpu: list[int] = field(default_factory=list)
     seq_lens_cpu: list[int] = field(default_factory=list)
     context_lens_cpu: list[int] = field(default_factory=list)
+    # Decode-only steps: the gather plan shared by every attention layer (set by the runner; a
+    # backend that sees it may skip planning, and a compiled step reads only tensors).
+    decode: DecodeMeta | None = None
 
     @property
     def num_seqs(self) -> int:

@@ -16,15 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from awqserve.attention.backend import AttentionBackend, write_kv
+from awqserve.attention.decode_op import (attend_decode, build_decode_meta, paged_decode_eager,
+                                          paged_decode_traceable)
 from awqserve.attention.metadata import ForwardContext
 
 
 @dataclass
 class _DecodeGroup:
     rows: torch.Tensor | None  # [Bd] token rows of q/out; None when every row of the step is a decode
-    slots: torch.Tensor  # [Bd * L] flat KV slots; padding points at the sequence's own first slot
-    mask: torch.Tensor  # [Bd, 1, 1, L] bool, True where the key is visible
-    max_len: int
+    slots: torch.Tensor  # [Bd, L] flat KV slots; padding points at the sequence's own first slot
+    mask: torch.Tensor | None  # [Bd, 1, 1, L] bool, True where the key is visible; None: no padding
 
 
 @dataclass
@@ -52,16 +53,11 @@ def _slot_rows(ctx: ForwardContext, seqs: list[int], length: int) -> torch.Tenso
 
 
 def _plan_decode(ctx: ForwardContext, seqs: list[int], starts: list[int], all_rows: bool) -> _DecodeGroup:
-    lens = [ctx.seq_lens_cpu[b] for b in seqs]
-    max_len = max(lens)
     dev = ctx.block_tables.device
-    slots = _slot_rows(ctx, seqs, max_len)
-    visible = torch.arange(max_len, device=dev)[None, :] < torch.tensor(lens, device=dev)[:, None]
-    # Padding reads a slot the sequence owns (position 0), so stale or uninitialised cache memory
-    # never meets the softmax: 0 * NaN would still be NaN.
-    slots = torch.where(visible, slots, slots[:, :1])
+    tables = ctx.block_tables.index_select(0, torch.tensor(seqs, dtype=torch.int64, device=dev))
+    meta = build_decode_meta(tables, [ctx.seq_lens_cpu[b] for b in seqs], ctx.block_size)
     rows = None if all_rows else torch.tensor([starts[b] for b in seqs], dtype=torch.int64, device=dev)
-    return _DecodeGroup(rows, slots.reshape(-1), visible[:, None, None, :], max_len)
+    return _DecodeGroup(rows, meta.kv_slots, meta.kv_mask)
 
 
 def _plan_prefill(ctx: ForwardContext, b: int, start: int) -> _PrefillSeq:
@@ -103,6 +99,10 @@ class TorchPagedAttention(AttentionBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
                 ctx: ForwardContext, scale: float) -> torch.Tensor:
+        if ctx.decode is not None:  # decode-only step planned by the runner (the compiled path)
+            op = paged_decode_traceable if torch.compiler.is_compiling() else paged_decode_eager
+            return op(q, k, v, kv_cache, ctx.slot_mapping, ctx.decode.kv_slots, ctx.decode.kv_mask,
+                                scale)
         write_kv(k, v, kv_cache, ctx.slot_mapping)
         plan = self.plan(ctx)
         flat = kv_cache.view(2, -1, kv_cache.shape[-2], kv_cache.shape[-1])
@@ -118,12 +118,7 @@ class TorchPagedAttention(AttentionBackend):
 
     @staticmethod
     def _decode(q: torch.Tensor, flat: torch.Tensor, g: _DecodeGroup, scale: float) -> torch.Tensor:
-        b, hq, d = q.shape
-        hkv = flat.shape[2]
-        kv = flat.index_select(1, g.slots).to(q.dtype).view(2, b, g.max_len, hkv, d).transpose(2, 3)
-        qg = q.view(b, hkv, hq // hkv, d)  # query heads grouped under their KV head
-        o = F.scaled_dot_product_attention(qg, kv[0], kv[1], attn_mask=g.mask, scale=scale)
-        return o.reshape(b, hq, d)
+        return attend_decode(q, flat, g.slots, g.mask, scale)
 
     @staticmethod
     def _prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, flat: torch.Tensor,

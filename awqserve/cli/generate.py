@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--chat-template", default=None,
                         help="chat template (Jinja text or a file) overriding the model's")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the decode step (pays off for long outputs; `serve` compiles by default)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                             seed=args.seed)
-    llm = LLM(args.model, device=args.device, max_model_len=args.max_model_len, chat_template=args.chat_template)
+    llm = LLM(args.model, device=args.device, max_model_len=args.max_model_len, chat_template=args.chat_template,
+              enforce_eager=not args.compile)
     if args.chat is not None:
         out = llm.chat([{"role": "user", "content": args.chat}], params)
     else:

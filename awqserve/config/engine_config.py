@@ -42,6 +42,8 @@ class EngineConfig:
     seed: int = 0
     max_logprobs: int = 20
     num_threads: int | None = None  # torch intra-op threads (CPU)
+    lm_head_precision: str = "auto"  # auto | int8 | float (quant.kernels.logits_kernel)
+    enforce_eager: bool = False  # never compile the decode step (CPU compiles it by default)
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -52,5 +54,7 @@ class EngineConfig:
             raise ValueError("block_size must be a power of two")
         if self.weight_layout not in ("auto", "int4", "dense"):
             raise ValueError("weight_layout must be auto, int4 or dense")
+        if self.lm_head_precision not in ("auto", "int8", "float"):
+            raise ValueError("lm_head_precision must be auto, int8 or float")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")

@@ -96,6 +96,8 @@ class LLMEngine:
         self.max_model_len = self._resolve_max_model_len()
         self.runner = ModelRunner(model, config=config, device=self.device, dtype=self.dtype,
                                   max_model_len=self.max_model_len)
+        if not config.enforce_eager and self.device.type == "cpu" and model.compilable_decode:
+            self.runner.enable_compiled_decode(config.max_num_seqs, self.max_model_len)
         self.scheduler = self._build_scheduler()
         self.detokenizer = Detokenizer(tokenizer)
         self.eos_token_ids = self._eos_ids()
@@ -122,6 +124,7 @@ class LLMEngine:
     def _load(self, tokenizer: Any) -> tuple[CausalLM, Any]:
         from awqserve.loader.load_model import load_model
         from awqserve.loader.tokenizer import load_tokenizer
+        from awqserve.quant.kernels import KernelPolicy
 
         if self.config.model is not None:
             model_dir = Path(self.config.model).expanduser()
@@ -133,7 +136,8 @@ class LLMEngine:
         quantized = bool(ModelConfig.from_dir(model_dir).quantization_config)
         self.dtype = resolve_dtype(self.config.dtype, self.device, quantized=quantized,
                                    weight_layout=self.config.weight_layout)
-        model = load_model(model_dir, device=self.device, dtype=self.dtype, weight_policy=self.config.weight_layout)
+        policy = KernelPolicy(self.config.weight_layout, lm_head=self.config.lm_head_precision)
+        model = load_model(model_dir, device=self.device, dtype=self.dtype, weight_policy=policy)
         log.info("loaded %s on %s (%s) in %.1fs", model_dir, self.device, self.dtype, time.monotonic() - t0)
         return model, tokenizer if tokenizer is not None else load_tokenizer(model_dir)
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from awqserve.attention.decode_op import build_decode_meta
 from awqserve.attention.metadata import CacheSpec, ForwardContext
 from awqserve.config.engine_config import EngineConfig
+from awqserve.engine.compiled_decode import CompiledDecode
 from awqserve.engine.outputs import TokenLogprob
 from awqserve.engine.request import Request
 from awqserve.engine.sampler import Sampler
@@ -104,6 +106,7 @@ class ModelRunner:
         self.conv_states = [self._alloc((n, *s.conv_shape), s.conv_dtype) for s in self.spec.state]
         self.recurrent_states = [self._alloc((n, *s.recurrent_shape), s.recurrent_dtype) for s in self.spec.state]
         self.sampler = Sampler()
+        self.compiled: CompiledDecode | None = None
         log.info("KV cache: %d blocks x %d tokens (%.1f MiB); state slots: %d (%.1f MiB)", self.plan.num_blocks,
                  self.block_size, self.plan.kv_bytes / 2**20, n, self.plan.state_bytes / 2**20)
 
@@ -144,6 +147,7 @@ class ModelRunner:
             positions = torch.arange(len(ids)) - starts[seq_idx] + c_t[seq_idx]
         slots = tables[seq_idx, positions // bs] * bs + positions % bs
         dev = self.device
+        decode = build_decode_meta(tables.to(dev), [c + 1 for c in c_lens], bs) if len(ids) == b else None
         ctx = ForwardContext(
             positions=positions.to(dev), query_start_loc=starts.to(dev), seq_lens=(c_t + q_t).to(dev),
             context_lens=c_t.to(dev), slot_mapping=slots.to(dev), block_tables=tables.to(dev), block_size=bs,
@@ -152,7 +156,7 @@ class ModelRunner:
                          if self.spec.state else None),
             conv_states=self.conv_states, recurrent_states=self.recurrent_states,
             query_lens_cpu=list(q_lens), seq_lens_cpu=[c + q for c, q in zip(c_lens, q_lens)],
-            context_lens_cpu=c_lens)
+            context_lens_cpu=c_lens, decode=decode)
         return torch.tensor(ids, dtype=torch.int64, device=dev), ctx
 
     def _zero_new_slots(self, slots: list[int]) -> None:
@@ -162,24 +166,34 @@ class ModelRunner:
         for t in (*self.conv_states, *self.recurrent_states):
             t.index_fill_(0, idx, 0)
 
+    def enable_compiled_decode(self, max_num_seqs: int, max_model_len: int) -> None:
+        """Compile the decode step (CPU) and warm every graph up now, before any request runs."""
+        compiled = CompiledDecode(self.model, max_model_len=max_model_len, device=self.device)
+        compiled.warmup(self.kv_caches, self.block_size, max_num_seqs)
+        self.compiled = compiled if compiled.enabled else None
+
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
         """Run the batch; sample for requests whose scheduled tokens reach their last token."""
         self._zero_new_slots(sched.new_state_slots)
         input_ids, ctx = self.build_context(sched)
-        hidden = self.model(input_ids, ctx)
         reqs, q_lens = sched.requests, sched.num_scheduled_tokens
         ends = [0] + _cumsum(q_lens)
         sample_idx = [i for i, (r, q) in enumerate(zip(reqs, q_lens)) if r.num_computed_tokens + q == r.num_tokens]
         rows = [ends[i + 1] - 1 for i in sample_idx]
         prompt_rows, prompt_targets, prompt_owner = self._prompt_rows(reqs, q_lens, ends)
-        all_rows = rows + prompt_rows
         sampled: list[int | None] = [None] * len(reqs)
         lps: list[TokenLogprob | None] = [None] * len(reqs)
         plps: list[list[TokenLogprob] | None] = [None] * len(reqs)
-        if not all_rows:
-            return ModelRunnerOutput(sampled, lps, plps)
-        logits = self.model.compute_logits(hidden[torch.tensor(all_rows, device=hidden.device)]).float()
+        all_rows = rows + prompt_rows
+        if (self.compiled is not None and len(rows) == len(reqs) and not prompt_rows
+                and CompiledDecode.eligible(ctx)):
+            logits = self.compiled(input_ids, ctx)  # decode-only: every row is sampled, in order
+        else:
+            hidden = self.model(input_ids, ctx)
+            if not all_rows:
+                return ModelRunnerOutput(sampled, lps, plps)
+            logits = self.model.compute_logits(hidden[torch.tensor(all_rows, device=hidden.device)]).float()
         if rows:
             toks, recs = self.sampler(logits[: len(rows)], [reqs[i] for i in sample_idx])
             for i, t, rec in zip(sample_idx, toks, recs):

@@ -77,7 +77,10 @@ class Attention(nn.Module):
         v = v.reshape(t, cfg.num_kv_heads, cfg.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = self.rotary(ctx.positions, q, k, max(ctx.seq_lens_cpu) if ctx.seq_lens_cpu else None)
+        # A compiled step must not read host lists (each new value would recompile); its runner has
+        # already sized the rotary table.
+        n = None if torch.compiler.is_compiling() or not ctx.seq_lens_cpu else max(ctx.seq_lens_cpu)
+        q, k = self.rotary(ctx.positions, q, k, n)
         out = self.backend.forward(q, k, v, ctx.kv_caches[self.cache_index], ctx, self.scale)
         out = out.reshape(t, cfg.num_heads * cfg.head_dim)
         if gate is not None:

@@ -144,9 +144,14 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
                 num_positions: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`num_positions` (> every position; a host int) spares a device sync to size the table."""
-        if num_positions is None:
-            num_positions = int(positions.max().item()) + 1 if positions.numel() else 1
-        cos, sin = self._cos_sin(positions, num_positions)
+        if torch.compiler.is_compiling():
+            # Traced: the table was sized by `ensure_cache` before the call; no per-step memo.
+            cos = self._cos.index_select(0, positions).unsqueeze(1)  # type: ignore[union-attr]
+            sin = self._sin.index_select(0, positions).unsqueeze(1)  # type: ignore[union-attr]
+        else:
+            if num_positions is None:
+                num_positions = int(positions.max().item()) + 1 if positions.numel() else 1
+            cos, sin = self._cos_sin(positions, num_positions)
         hq = q.shape[1]
         # q and k rotated in one pass: half the elementwise launches of rotating each (decode is
         # launch-bound on CPU)

@@ -60,9 +60,23 @@ def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dty
         for linear in _linears(model):
             if linear.pending_weight is not None:
                 linear.build_kernel(factory, dev, dtype)
+        _choose_logits_kernel(model, weight_policy, dev)
         _init_computed_buffers(model, dev)
     model.quant_info = quant.info()  # type: ignore[attr-defined]
     return model.eval()
+
+
+def _choose_logits_kernel(model: CausalLM, policy: Any, dev: torch.device) -> None:
+    """Give the logits projection (`lm_head`) its own kernel choice (quant.kernels.logits_kernel)."""
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, Linear) or head.kernel is None:
+        return
+    try:
+        from awqserve.quant.kernels import KernelPolicy, logits_kernel
+    except ImportError:
+        return
+    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
+    head.kernel = logits_kernel(head.kernel, dev, pol.lm_head_mode)
 
 
 def kernel_factory(policy: Any) -> KernelFactory:

@@ -30,6 +30,9 @@ class CausalLM(nn.Module, ABC):
     # Checkpoint tensor names (regexes, full match) the model deliberately does not load,
     # e.g. rotary inv_freq buffers or an MTP head.
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = ()
+    # True when a decode step traces into one graph (no data-dependent shapes, attention through the
+    # paged backend): the engine may then compile it (engine/compiled_decode.py).
+    compilable_decode: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

@@ -90,6 +90,7 @@ class LlamaForCausalLM(CausalLM):
     """Llama / SmolLM2 / Mistral-like dense decoder."""
 
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = (r".*rotary_emb\.inv_freq",)
+    compilable_decode: ClassVar[bool] = True
     # Linear name -> checkpoint tensor it reuses when config.tie_word_embeddings and the checkpoint
     # has no weight of its own (read by the loader).
     tied_linears: ClassVar[dict[str, str]] = {"lm_head": "model.embed_tokens.weight"}

@@ -5,6 +5,8 @@ others read `mlp.gate` (router) and `mlp.experts.*` (see layers/moe.py for both 
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 from awqserve.config.model_config import ModelConfig
 from awqserve.layers.moe import SparseMoE
 from awqserve.models.qwen3 import Qwen3ForCausalLM
@@ -13,6 +15,8 @@ from awqserve.models.qwen3_next import is_sparse_layer, moe_config
 
 class Qwen3MoeForCausalLM(Qwen3ForCausalLM):
     """Qwen3 dense decoder whose sparse layers' `mlp` is a `SparseMoE` (built on meta, so swapping is free)."""
+
+    compilable_decode: ClassVar[bool] = False  # expert routing gives data-dependent shapes
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)

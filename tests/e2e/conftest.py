@@ -44,6 +44,10 @@ def model_dir() -> Path:
     return ensure_demo_model()
 
 
+COMPILED = "<compiled>"
+"""Pseudo-flag for `start_server`: run the server as users do, with its decode step compiled."""
+
+
 class ServerProcess:
     """`python -m awqserve serve` on a free port; remembers the /health answers seen while starting."""
 
@@ -51,8 +55,11 @@ class ServerProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="awqserve-e2e-", suffix=".log", delete=False)
+        # Eager by default (a compiled start costs minutes on 2 cores); tests of the compiled server
+        # pass COMPILED in `flags`.
+        extra = [f for f in flags if f != COMPILED] if COMPILED in flags else [*flags, "--enforce-eager"]
         argv = [sys.executable, "-m", "awqserve", "serve", *([str(model)] if model else []),
-                "--port", str(self.port), *flags]
+                "--port", str(self.port), *extra]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
         self.startup_health: list[tuple[int, Any]] = []

@@ -80,7 +80,8 @@ def demo_model() -> Path:
 
 
 def _engine(model: Path, **kw: object) -> LLMEngine:
-    cfg = {"device": "cpu", "max_model_len": 512, "kv_cache_memory": 256 << 20, **kw}
+    # eager unless a test asks otherwise: compiled decode has its own tests (test_compiled_decode.py)
+    cfg = {"device": "cpu", "max_model_len": 512, "kv_cache_memory": 256 << 20, "enforce_eager": True, **kw}
     return LLMEngine(EngineConfig(model=str(model), **cfg))  # type: ignore[arg-type]
 
 
@@ -201,7 +202,8 @@ def test_demo_chat_paris_and_stop_string(demo_model: Path) -> None:
 def test_demo_llm_generate_32_prompts(demo_model: Path) -> None:
     from awqserve.entrypoints.llm import LLM
 
-    llm = LLM(str(demo_model), device="cpu", max_model_len=512, kv_cache_memory=256 << 20, weight_layout="dense")
+    llm = LLM(str(demo_model), device="cpu", max_model_len=512, kv_cache_memory=256 << 20, weight_layout="dense",
+              enforce_eager=True)
     prompts = [f"Write one sentence about the number {i}." for i in range(32)]
     outs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))
     assert [o.request_id for o in outs] == sorted((o.request_id for o in outs), key=lambda r: int(r.split("-")[1]))

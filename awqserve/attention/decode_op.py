@@ -1,0 +1,109 @@
+"""Paged decode attention as one opaque torch op, so a compiled decode step keeps it in the graph.
+
+`torch.ops.awqserve.paged_decode(q, k, v, kv_cache, slot_mapping, kv_slots, kv_mask, scale)`:
+every row is a sequence's single new token. It writes k/v into the cache at `slot_mapping`, then
+attends each row over its own slots `kv_slots[b]` (padded rows repeat a slot the sequence owns and
+are hidden by `kv_mask`). Registered as a custom op (mutating `kv_cache`) because the gather,
+masked softmax and scatter are already single aten calls: inductor gains nothing by tracing them,
+and an opaque op avoids graph breaks and shape guards on the context length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class DecodeMeta:
+    """Per-step gather plan of a decode-only batch, built once by the runner and shared by all layers.
+
+    kv_slots [B, L] int64: flat cache slots of each sequence's positions 0..L-1 (padding repeats the
+    sequence's first slot); kv_mask [B, 1, 1, L] bool: True where the key is visible.
+    """
+
+    kv_slots: torch.Tensor
+    kv_mask: torch.Tensor
+
+
+def build_decode_meta(block_tables: torch.Tensor, seq_lens: list[int], block_size: int) -> DecodeMeta:
+    """The gather plan for sequences with `seq_lens` (host ints) over their `block_tables` [B, W]."""
+    dev = block_tables.device
+    max_len = max(seq_lens)
+    pos = torch.arange(max_len, device=dev)
+    slots = block_tables[:, pos // block_size] * block_size + pos % block_size
+    visible = pos[None, :] < torch.tensor(seq_lens, device=dev)[:, None]
+    # Padding reads a slot the sequence owns, so uninitialised cache memory never meets the softmax
+    # (0 * NaN is still NaN).
+    slots = torch.where(visible, slots, slots[:, :1])
+    # Batch 1 needs no mask (~35 % faster SDPA). Larger batches always carry one, even when lengths are
+    # equal, so a compiled step has one graph per batch range rather than two.
+    mask = None if len(seq_lens) == 1 else visible[:, None, None, :].contiguous()
+    return DecodeMeta(slots.contiguous(), mask)
+
+
+def attend_decode(q: torch.Tensor, kv_cache: torch.Tensor, kv_slots: torch.Tensor, kv_mask: torch.Tensor | None,
+                  scale: float) -> torch.Tensor:
+    """Attention of single-token rows q [B, Hq, D] over the cached keys at `kv_slots` [B, L]."""
+    hkv, d = kv_cache.shape[-2], kv_cache.shape[-1]
+    flat = kv_cache.view(2, -1, hkv, d)
+    b, hq, _ = q.shape
+    length = kv_slots.shape[1]
+    kv = flat.index_select(1, kv_slots.reshape(-1)).to(q.dtype).view(2, b, length, hkv, d).transpose(2, 3)
+    qg = q.reshape(b, hkv, hq // hkv, d)  # query heads grouped under their KV head
+    out = F.scaled_dot_product_attention(qg, kv[0], kv[1], attn_mask=kv_mask, scale=scale)
+    return out.reshape(b, hq, d)
+
+
+def paged_decode_eager(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
+                       slot_mapping: torch.Tensor, kv_slots: torch.Tensor, kv_mask: torch.Tensor | None,
+                       scale: float) -> torch.Tensor:
+    """Write k/v [B, Hkv, D] at `slot_mapping`, then `attend_decode`; returns [B, Hq, D]."""
+    flat = kv_cache.view(2, -1, kv_cache.shape[-2], kv_cache.shape[-1])
+    flat[0].index_copy_(0, slot_mapping, k.to(kv_cache.dtype))
+    flat[1].index_copy_(0, slot_mapping, v.to(kv_cache.dtype))
+    return attend_decode(q, kv_cache, kv_slots, kv_mask, scale)
+
+
+def paged_decode_traceable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
+                           slot_mapping: torch.Tensor, kv_slots: torch.Tensor, kv_mask: torch.Tensor | None,
+                           scale: float) -> torch.Tensor:
+    """Same contract as `paged_decode_eager`, written for inductor to fuse (compiled steps only).
+
+    Scores, softmax and the weighted sum are explicit float32 math so
+    inductor emits a few fused loops instead of calling SDPA's general kernel for a 1-row query.
+    """
+    hkv, d = kv_cache.shape[-2], kv_cache.shape[-1]
+    flat = kv_cache.view(2, -1, hkv, d)
+    # index_put on the input, not index_copy_: inductor re-inplaces the former into a scatter store but
+    # functionalises the latter into a copy of the whole cache (measured 53 us vs 14.5 ms, 100 MB cache).
+    flat[:, slot_mapping] = torch.stack([k, v]).to(kv_cache.dtype)
+    b, hq, _ = q.shape
+    keys = flat[0][kv_slots].float()  # [B, L, Hkv, D]
+    vals = flat[1][kv_slots].float()
+    qg = q.float().view(b, hkv, hq // hkv, d)
+    scores = torch.einsum("bhgd,blhd->bhgl", qg, keys) * scale
+    if kv_mask is not None:
+        scores = scores.masked_fill(~kv_mask.view(b, 1, 1, -1), float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    out = torch.einsum("bhgl,blhd->bhgd", probs, vals)
+    return out.reshape(b, hq, d).to(q.dtype)
+
+
+# Registered through `torch.library.Library` rather than `custom_op`: measured ~15 us of dispatch per
+# call instead of ~45 us, and decode calls it once per attention layer per step.
+_LIB = torch.library.Library("awqserve", "FRAGMENT")
+_LIB.define("paged_decode(Tensor q, Tensor k, Tensor v, Tensor(a!) kv_cache, Tensor slot_mapping, "
+            "Tensor kv_slots, Tensor? kv_mask, float scale) -> Tensor")
+_LIB.impl("paged_decode", paged_decode_eager, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("awqserve::paged_decode")
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor,
+      kv_slots: torch.Tensor, kv_mask: torch.Tensor | None, scale: float) -> torch.Tensor:
+    return torch.empty_like(q)
+
+
+paged_decode = torch.ops.awqserve.paged_decode
+"""The registered op (what a compiled graph calls); eager code calls `paged_decode_eager` directly."""
