@@ -21,14 +21,23 @@ from awqserve.engine.sampling_params import SamplingParams
 
 GROUPS = {
     "int4 matmul (tinygemm)": ("aten::_weight_int4pack_mm_for_cpu",),
-    "dense matmul (lm_head; every linear when rows > 8)": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"),
-    "attention (SDPA + KV gather/scatter)": ("aten::_scaled_dot_product_flash_attention_for_cpu",
-                                             "aten::index_select", "aten::index_copy_"),
+    "lm_head int8 (<= 4 rows)": ("aten::_weight_int8pack_mm",),
+    "dense matmul (lm_head above 4 rows; every linear when rows > 8)": ("aten::mm", "aten::addmm", "aten::linear",
+                                                                        "aten::matmul"),
+    "compiled graph: fused C++ loops (norms, RoPE, attention, SiLU) + its Python wrapper":
+        ("## Call CompiledFxGraph",),
+    "eager attention (SDPA + KV gather/scatter; mixed or uncompiled steps)": (
+        "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::index_select", "aten::index_copy_"),
 }
 
 
-def decode_engine(batch: int, threads: int, model: str | None) -> LLMEngine:
-    eng = LLMEngine(EngineConfig(model=model, num_threads=threads, enable_prefix_caching=False))
+def _group_of(key: str) -> str | None:
+    return next((g for g, names in GROUPS.items() if any(key.startswith(n) for n in names)), None)
+
+
+def decode_engine(batch: int, threads: int, model: str | None, eager: bool = False) -> LLMEngine:
+    eng = LLMEngine(EngineConfig(model=model, num_threads=threads, enable_prefix_caching=False,
+                                 max_num_seqs=max(batch, 16), enforce_eager=eager))
     for i in range(batch):
         eng.add_request(f"r{i}", [100 + (7 * i + j) % 4000 for j in range(40)],
                         SamplingParams(temperature=0, max_tokens=4096, ignore_eos=True))
@@ -43,9 +52,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--model", default=None, help="model dir (default: the demo model)")
+    ap.add_argument("--enforce-eager", action="store_true", help="profile the eager step instead")
     ap.add_argument("--out", default=f"docs/benchmarks/decode-profile-{dt.date.today()}.md")
     args = ap.parse_args()
-    eng = decode_engine(args.batch, args.threads, args.model)
+    eng = decode_engine(args.batch, args.threads, args.model, args.enforce_eager)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         eng.step()
@@ -55,8 +65,8 @@ def main() -> None:
             eng.step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / args.steps / 1e3
-    grouped = {g: sum(e.self_cpu_time_total for e in events if e.key in names) / args.steps / 1e3
-               for g, names in GROUPS.items()}
+    grouped = {g: sum(e.self_cpu_time_total for e in events if _group_of(e.key) == g) / args.steps / 1e3
+               for g in GROUPS}
     grouped["other torch ops (norms, rope, casts, sampler, views)"] = total - sum(grouped.values())
     lines = [f"# Decode-step profile — demo model, batch {args.batch}, {args.threads} threads ({dt.date.today()})", "",
              f"Unprofiled step: **{step_ms:.2f} ms** ({args.batch * 1e3 / step_ms:.1f} tok/s). "
@@ -67,7 +77,8 @@ def main() -> None:
     lines += ["", "Top ops (self CPU time per step):", "", "| op | calls/step | ms/step |", "|---|---|---|"]
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:15]:
         lines.append(f"| `{e.key}` | {e.count / args.steps:.0f} | {e.self_cpu_time_total / args.steps / 1e3:.3f} |")
-    lines += ["", f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}."]
+    lines += ["", f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}; "
+              f"decode step {'eager' if args.enforce_eager else 'compiled'}, lm_head int8 for <= 4 rows."]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -74,7 +74,9 @@ def setup_section(res: dict[str, Any]) -> list[str]:
     q = awq.get("quant", {})
     qtext = (f"int{q.get('bits')} AWQ ({q.get('format')}, group {q.get('group_size')}, "
              f"{'sym' if q.get('symmetric') else 'asym'}"
-             + (f"; not quantized: {', '.join(q['not_quantized'])}" if q.get("not_quantized") else "") + ")"
+             + (f"; not quantized in the checkpoint: {', '.join(q['not_quantized'])}" if q.get("not_quantized") else "")
+             + "; served with the default `--lm-head-precision auto`: an int8 per-row lm_head copy for "
+               "≤ 4 rows, bf16 above; decode step compiled)"
              if q else "int4 AWQ (compressed-tensors)")
     bw = get(res, "bandwidth", "gb_s")
     rows = [

@@ -1,11 +1,11 @@
-"""Paged decode attention as one opaque torch op, so a compiled decode step keeps it in the graph.
+"""Decode-only paged attention: every row is one sequence's single new token.
 
-`torch.ops.awqserve.paged_decode(q, k, v, kv_cache, slot_mapping, kv_slots, kv_mask, scale)`:
-every row is a sequence's single new token. It writes k/v into the cache at `slot_mapping`, then
-attends each row over its own slots `kv_slots[b]` (padded rows repeat a slot the sequence owns and
-are hidden by `kv_mask`). Registered as a custom op (mutating `kv_cache`) because the gather,
-masked softmax and scatter are already single aten calls: inductor gains nothing by tracing them,
-and an opaque op avoids graph breaks and shape guards on the context length.
+`build_decode_meta` plans, once per step, which cache slots each sequence reads (shared by every
+layer). Two implementations of one contract: write the new K/V at `slot_mapping`, then attend each
+row over its own slots `kv_slots[b]` (padding repeats a slot the sequence owns and is hidden by
+`kv_mask`):
+- `paged_decode_eager`: index_copy + gather + torch SDPA — few, large ops for eager execution;
+- `paged_decode_traceable`: the same as explicit float32 math for inductor to fuse (compiled steps).
 """
 from __future__ import annotations
 
@@ -82,28 +82,13 @@ def paged_decode_traceable(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv
     b, hq, _ = q.shape
     keys = flat[0][kv_slots].float()  # [B, L, Hkv, D]
     vals = flat[1][kv_slots].float()
-    qg = q.float().view(b, hkv, hq // hkv, d)
-    scores = torch.einsum("bhgd,blhd->bhgl", qg, keys) * scale
+    qg = q.float().view(b, 1, hkv, hq // hkv, d)
+    # Products and sums rather than einsum: a single query row per head is a plain reduction, which
+    # inductor fuses with the gather, where einsum lowers to two extern bmm calls per layer (measured
+    # at batch 1, median of 3 alternating runs: 9.2 vs 11.8 ms per step).
+    scores = (qg * keys.unsqueeze(3)).sum(-1) * scale  # [B, L, Hkv, G]
     if kv_mask is not None:
-        scores = scores.masked_fill(~kv_mask.view(b, 1, 1, -1), float("-inf"))
-    probs = torch.softmax(scores, dim=-1)
-    out = torch.einsum("bhgl,blhd->bhgd", probs, vals)
+        scores = scores.masked_fill(~kv_mask.view(b, -1, 1, 1), float("-inf"))
+    probs = torch.softmax(scores, dim=1)
+    out = (probs.unsqueeze(-1) * vals.unsqueeze(3)).sum(1)  # [B, Hkv, G, D]
     return out.reshape(b, hq, d).to(q.dtype)
-
-
-# Registered through `torch.library.Library` rather than `custom_op`: measured ~15 us of dispatch per
-# call instead of ~45 us, and decode calls it once per attention layer per step.
-_LIB = torch.library.Library("awqserve", "FRAGMENT")
-_LIB.define("paged_decode(Tensor q, Tensor k, Tensor v, Tensor(a!) kv_cache, Tensor slot_mapping, "
-            "Tensor kv_slots, Tensor? kv_mask, float scale) -> Tensor")
-_LIB.impl("paged_decode", paged_decode_eager, "CompositeExplicitAutograd")
-
-
-@torch.library.register_fake("awqserve::paged_decode")
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor,
-      kv_slots: torch.Tensor, kv_mask: torch.Tensor | None, scale: float) -> torch.Tensor:
-    return torch.empty_like(q)
-
-
-paged_decode = torch.ops.awqserve.paged_decode
-"""The registered op (what a compiled graph calls); eager code calls `paged_decode_eager` directly."""

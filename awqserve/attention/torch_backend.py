@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from awqserve.attention.backend import AttentionBackend, write_kv
-from awqserve.attention.decode_op import (attend_decode, build_decode_meta, paged_decode_eager,
-                                          paged_decode_traceable)
+from awqserve.attention.decode_op import attend_decode, build_decode_meta, paged_decode_eager, paged_decode_traceable
 from awqserve.attention.metadata import ForwardContext
 
 

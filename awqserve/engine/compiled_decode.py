@@ -1,19 +1,21 @@
-"""One compiled graph per decode step on CPU: model forward + logits through torch.compile (inductor).
+"""One compiled graph per decode step on CPU: the model forward through torch.compile (inductor).
 
 Why: an eager decode step of the demo model is ~100 small torch ops per layer at 3-5 us of dispatch
 each, which costs more than the matmuls themselves at batch 1. Inductor fuses the norms, RoPE,
-residual adds and SiLU into a few C++ loops per layer; paged attention stays one opaque op
-(`awqserve::paged_decode`) so the graph never sees the context length as a shape to guard on.
+residual adds, SiLU and the decode attention (attention/decode_op.py's traceable form: KV scatter,
+gather, masked softmax) into a few C++ loops per layer; the int4 matmuls stay extern calls.
 
 Invariants:
 - Used only for decode-only steps whose every row is sampled (no prompt logprobs) and whose
   sequences have at least 2 tokens; everything else runs eager. Results equal eager up to float
-  reassociation (the fused kernels sum in a different order).
-- Shapes are dynamic from the first compile. Graphs: batch 1 (no attention mask), 2..m and m+1..N
-  where m is the int4/dense switch of the hybrid linear kernels. `warmup` compiles every graph the
-  engine can hit before serving, then guards are evaluated only as far as needed to pick a graph
-  (`skip_guard_eval_unsafe`: full guard evaluation costs ~1.3 ms per step for this many tensors).
-  The rotary tables are sized for `max_model_len` before warming up, so they never grow afterwards.
+  rounding (fused kernels keep intermediates in float32 and sum in a different order).
+- The logits projection runs eager after the graph (one matmul, nothing to fuse; its own rows-based
+  kernel switch would add graphs).
+- Batch and context length are symbolic. Graphs: batch 1 (no attention mask), then one per range
+  between the hybrid linear kernels' switch points (2..8 and 9..N on this CPU). `warmup` compiles
+  them all before serving; afterwards each step calls its range's graph directly (graph_capture.py),
+  skipping dynamo's guard evaluation (~1 ms per step, measured). Rotary tables are sized for
+  `max_model_len` before warming up, so the graphs' fixed inputs never change.
 - A failure while compiling disables the compiled path (logged once); serving continues eager.
 """
 from __future__ import annotations
