@@ -5,6 +5,9 @@ Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
 - `Int4CpuKernel`: PyTorch's CPU int4 weight-only matmul (bf16 activations, ISA-specific packed
   layout built at load, never stored). 0.5 byte per weight, every M. (Per-call dequantization for
   large M was measured and lost on CPU: elementwise passes cost more than the GEMM they feed.)
+- `PackedBf16Kernel`: a bf16 copy in oneDNN's blocked layout (CPU with native bf16): bit-identical to
+  `F.linear`, 35 % faster at 16 rows; the dense copy behind the hybrid kernel and the lm_head.
+- `Int8RowKernel`: int8 per-row copy of a float weight; the lm_head for <= 4 rows (`logits_kernel`).
 - `HybridKernel`: int4 for M <= m_max (decode), a dense copy for larger M (prefill).
 - `Int4CudaKernel`: tinygemm for every M, one 0.5-byte copy (so the 80B flagship fits one GPU);
   slower than dense bf16 at large M, which `--weight-layout dense` trades for memory (untested here).
@@ -94,6 +97,52 @@ class Int4CpuKernel(LinearKernel):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, self.packed, self.group, self.sz).to(x.dtype)
 
 
+def _packed_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
+# Inside a compiled graph the packed weight is an input, which inductor's own lowering of the oneDNN op
+# refuses (it wants a frozen constant); an opaque op of ours is called as an extern kernel instead.
+_LIB = torch.library.Library("awqserve", "FRAGMENT")
+_LIB.define("packed_linear(Tensor x, Tensor packed) -> Tensor")
+_LIB.impl("packed_linear", _packed_linear, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("awqserve::packed_linear")
+def _(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
+    return x.new_empty((x.shape[0], packed.shape[0]))
+
+
+class PackedBf16Kernel(LinearKernel):
+    """A bf16 weight reordered once into oneDNN's blocked layout (CPU): same numbers as `F.linear`
+    (bit-identical, checked), less time re-blocking per call — measured on the demo's gate_up weight:
+    181 vs 276 us at 16 rows, 60 vs 139 us at 1 row, ~3 % at 2048 rows."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.out_features = weight.shape[0]
+        w = weight.to(torch.bfloat16).contiguous()
+        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(w, None), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return x.new_zeros((0, self.out_features))
+        xb = x.to(torch.bfloat16).contiguous()
+        if torch.compiler.is_compiling():
+            return torch.ops.awqserve.packed_linear(xb, self.packed).to(x.dtype)
+        return _packed_linear(xb, self.packed).to(x.dtype)  # eager: skip the op dispatch (~15 us)
+
+
+def cpu_bf16_kernel(weight: torch.Tensor) -> LinearKernel:
+    """The fastest exact kernel for a bf16 weight on this CPU: oneDNN-packed where available."""
+    if torch.backends.mkldnn.is_available() and cpu_has_native_bf16():
+        try:
+            return PackedBf16Kernel(weight)
+        except RuntimeError:  # a build without the oneDNN linear ops
+            pass
+    return DenseKernel(weight.to(torch.bfloat16))
+
+
 class HybridKernel(LinearKernel):
     """`small` for calls of at most `m_max` rows, `large` otherwise (both hold the same weight)."""
 
@@ -145,7 +194,8 @@ def logits_kernel(kernel: LinearKernel, device: torch.device, mode: str) -> Line
         return kernel
     if mode == "auto" and not (cpu_has_native_bf16() and kernel.weight.dtype == torch.bfloat16):
         return kernel
-    return HybridKernel(Int8RowKernel(kernel.weight.data), kernel, LM_HEAD_INT8_MAX_M)
+    weight = kernel.weight.data
+    return HybridKernel(Int8RowKernel(weight), cpu_bf16_kernel(weight), LM_HEAD_INT8_MAX_M)
 
 
 def _cuda_inner_k_tiles(k: int) -> int | None:
@@ -238,8 +288,11 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
         return DenseKernel(weight.to(device=device, dtype=_float_weight_dtype(weight, pol, dtype, device)))
     dense_dtype = _dense_dtype(pol, dtype, device)
 
-    def dense() -> DenseKernel:
-        return DenseKernel(weight.dequantize(torch.float32).to(device=device, dtype=dense_dtype))
+    def dense() -> LinearKernel:
+        w = weight.dequantize(torch.float32).to(device=device, dtype=dense_dtype)
+        if device.type == "cpu" and dense_dtype == torch.bfloat16 and pol.mode != "dense":
+            return cpu_bf16_kernel(w)
+        return DenseKernel(w)
 
     if pol.mode == "dense":
         return dense()

@@ -11,7 +11,8 @@ import torch
 from awqserve.layers.linear import DenseKernel, Linear
 from awqserve.quant.base import QuantizedTensor
 from awqserve.quant.kernels import (cpu_has_native_bf16, HybridKernel, Int4CpuKernel, Int4CudaKernel, KernelPolicy,
-                                    _scales_and_zeros, int4_group, kernel_factory, make_kernel)
+                                    PackedBf16Kernel, _scales_and_zeros, cpu_bf16_kernel, int4_group,
+                                    kernel_factory, make_kernel)
 from awqserve.quant.packing import quantize_rtn
 
 BF16_TOL = 1e-2
@@ -90,9 +91,19 @@ def test_unsupported_shapes_fall_back_to_dense(n: int, k: int, group: int | None
     qt = make_qt(n, k, group, True)
     for policy in ("auto", "int4"):
         kernel = make_kernel(qt, "cpu", torch.float32, policy)
-        assert isinstance(kernel, DenseKernel)
+        assert isinstance(kernel, (DenseKernel, PackedBf16Kernel))  # a dequantized float copy
         x = torch.randn(3, k)
         assert rel_err(kernel(x), x @ qt.dequantize().t()) < BF16_TOL
+
+
+@pytest.mark.parametrize("m", [0, 1, 7, 16, 100])
+def test_packed_bf16_kernel_is_bit_identical_to_linear(m: int) -> None:
+    w = torch.randn(48, 64, dtype=torch.bfloat16)
+    kernel = cpu_bf16_kernel(w)
+    x = torch.randn(m, 64, dtype=torch.bfloat16)
+    got = kernel(x)
+    assert got.shape == (m, 48) and got.dtype == torch.bfloat16
+    assert torch.equal(got, torch.nn.functional.linear(x, w))
 
 
 def test_float_weight_is_dense_in_model_dtype() -> None:
