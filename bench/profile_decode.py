@@ -22,8 +22,9 @@ from awqserve.engine.sampling_params import SamplingParams
 GROUPS = {
     "int4 matmul (tinygemm)": ("aten::_weight_int4pack_mm_for_cpu",),
     "lm_head int8 (<= 4 rows)": ("aten::_weight_int8pack_mm",),
-    "dense matmul (lm_head above 4 rows; every linear when rows > 8)": ("aten::mm", "aten::addmm", "aten::linear",
-                                                                        "aten::matmul"),
+    "packed bf16 matmul (oneDNN; lm_head above 4 rows, every linear when rows > 8)": (
+        "mkldnn::_linear_pointwise", "awqserve::packed_linear"),
+    "plain dense matmul": ("aten::mm", "aten::addmm", "aten::linear", "aten::matmul"),
     "compiled graph: fused C++ loops (norms, RoPE, attention, SiLU) + its Python wrapper":
         ("## Call CompiledFxGraph",),
     "eager attention (SDPA + KV gather/scatter; mixed or uncompiled steps)": (
