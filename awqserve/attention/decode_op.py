@@ -20,11 +20,12 @@ class DecodeMeta:
     """Per-step gather plan of a decode-only batch, built once by the runner and shared by all layers.
 
     kv_slots [B, L] int64: flat cache slots of each sequence's positions 0..L-1 (padding repeats the
-    sequence's first slot); kv_mask [B, 1, 1, L] bool: True where the key is visible.
+    sequence's first slot); kv_mask [B, 1, 1, L] bool: True where the key is visible; None at batch 1
+    (nothing is padded).
     """
 
     kv_slots: torch.Tensor
-    kv_mask: torch.Tensor
+    kv_mask: torch.Tensor | None
 
 
 def build_decode_meta(block_tables: torch.Tensor, seq_lens: list[int], block_size: int) -> DecodeMeta:

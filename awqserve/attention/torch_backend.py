@@ -100,8 +100,7 @@ class TorchPagedAttention(AttentionBackend):
                 ctx: ForwardContext, scale: float) -> torch.Tensor:
         if ctx.decode is not None:  # decode-only step planned by the runner (the compiled path)
             op = paged_decode_traceable if torch.compiler.is_compiling() else paged_decode_eager
-            return op(q, k, v, kv_cache, ctx.slot_mapping, ctx.decode.kv_slots, ctx.decode.kv_mask,
-                                scale)
+            return op(q, k, v, kv_cache, ctx.slot_mapping, ctx.decode.kv_slots, ctx.decode.kv_mask, scale)
         write_kv(k, v, kv_cache, ctx.slot_mapping)
         plan = self.plan(ctx)
         flat = kv_cache.view(2, -1, kv_cache.shape[-2], kv_cache.shape[-1])

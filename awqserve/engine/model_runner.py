@@ -147,10 +147,11 @@ class ModelRunner:
             positions = torch.arange(len(ids)) - starts[seq_idx] + c_t[seq_idx]
         slots = tables[seq_idx, positions // bs] * bs + positions % bs
         dev = self.device
-        decode = build_decode_meta(tables.to(dev), [c + 1 for c in c_lens], bs) if len(ids) == b else None
+        tables = tables.to(dev)
+        decode = build_decode_meta(tables, [c + 1 for c in c_lens], bs) if len(ids) == b else None
         ctx = ForwardContext(
             positions=positions.to(dev), query_start_loc=starts.to(dev), seq_lens=(c_t + q_t).to(dev),
-            context_lens=c_t.to(dev), slot_mapping=slots.to(dev), block_tables=tables.to(dev), block_size=bs,
+            context_lens=c_t.to(dev), slot_mapping=slots.to(dev), block_tables=tables, block_size=bs,
             kv_caches=self.kv_caches,
             state_slots=(torch.tensor([r.state_slot for r in reqs], dtype=torch.int64, device=dev)
                          if self.spec.state else None),
