@@ -75,7 +75,7 @@ def write_report(args: argparse.Namespace, engine: LLMEngine, prompts: list[list
 
 | setting | value |
 |---|---|
-| model | `{engine.model_config.path}` ({engine.quant_info.method if engine.quant_info else 'n/a'}) |
+| model | `{engine.info.model_path}` ({engine.info.quant_info.method if engine.info.quant_info else 'n/a'}) |
 | device / dtype | {engine.device} / {engine.dtype} |
 | hardware | {cpu}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, torch {torch.__version__} |
 | requests | {len(prompts)}, prompt tokens {min(lens)}–{max(lens)} (total {sum(lens)}) |
@@ -104,7 +104,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-report", action="store_true", help="do not write docs/benchmarks/offline-<date>.md")
     args = ap.parse_args()
-    engine = LLMEngine(EngineConfig(model=args.model, device=args.device, max_model_len=1024,
+    engine = LLMEngine.from_config(EngineConfig(model=args.model, device=args.device, max_model_len=1024,
                                     max_num_seqs=args.max_num_seqs, enable_prefix_caching=False,
                                     max_num_batched_tokens=args.max_num_batched_tokens, num_threads=args.threads))
     prompts = make_prompts(engine, args.num_requests)

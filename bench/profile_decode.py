@@ -37,7 +37,7 @@ def _group_of(key: str) -> str | None:
 
 
 def decode_engine(batch: int, threads: int, model: str | None, eager: bool = False) -> LLMEngine:
-    eng = LLMEngine(EngineConfig(model=model, num_threads=threads, enable_prefix_caching=False,
+    eng = LLMEngine.from_config(EngineConfig(model=model, num_threads=threads, enable_prefix_caching=False,
                                  max_num_seqs=max(batch, 16), enforce_eager=eager))
     for i in range(batch):
         eng.add_request(f"r{i}", [100 + (7 * i + j) % 4000 for j in range(40)],

@@ -6,13 +6,20 @@ row over its own slots `kv_slots[b]` (padding repeats a slot the sequence owns a
 `kv_mask`):
 - `paged_decode_eager`: index_copy + gather + torch SDPA — few, large ops for eager execution;
 - `paged_decode_traceable`: the same as explicit float32 math for inductor to fuse (compiled steps).
+The plan carries the implementation (`DecodeMeta.attend`): the runner plans eager steps, the compile
+package swaps in the traceable twin for the steps it captures, so layers never ask which mode they run in.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+DecodeOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                     "torch.Tensor | None", float], torch.Tensor]
+"""(q, k, v, kv_cache, slot_mapping, kv_slots, kv_mask, scale) -> out [B, Hq, D]: write, then attend."""
 
 
 @dataclass
@@ -21,15 +28,22 @@ class DecodeMeta:
 
     kv_slots [B, L] int64: flat cache slots of each sequence's positions 0..L-1 (padding repeats the
     sequence's first slot); kv_mask [B, 1, 1, L] bool: True where the key is visible; None at batch 1
-    (nothing is padded).
+    (nothing is padded); attend: the implementation every attention layer calls for this step.
     """
 
     kv_slots: torch.Tensor
     kv_mask: torch.Tensor | None
+    attend: DecodeOp
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
+                  slot_mapping: torch.Tensor, scale: float) -> torch.Tensor:
+        return self.attend(q, k, v, kv_cache, slot_mapping, self.kv_slots, self.kv_mask, scale)
 
 
-def build_decode_meta(block_tables: torch.Tensor, seq_lens: list[int], block_size: int) -> DecodeMeta:
-    """The gather plan for sequences with `seq_lens` (host ints) over their `block_tables` [B, W]."""
+def build_decode_meta(block_tables: torch.Tensor, seq_lens: list[int], block_size: int,
+                      attend: DecodeOp | None = None) -> DecodeMeta:
+    """The gather plan for sequences with `seq_lens` (host ints) over their `block_tables` [B, W];
+    `attend` defaults to the eager implementation."""
     dev = block_tables.device
     max_len = max(seq_lens)
     pos = torch.arange(max_len, device=dev)
@@ -41,7 +55,7 @@ def build_decode_meta(block_tables: torch.Tensor, seq_lens: list[int], block_siz
     # Batch 1 needs no mask (~35 % faster SDPA). Larger batches always carry one, even when lengths are
     # equal, so a compiled step has one graph per batch range rather than two.
     mask = None if len(seq_lens) == 1 else visible[:, None, None, :].contiguous()
-    return DecodeMeta(slots.contiguous(), mask)
+    return DecodeMeta(slots.contiguous(), mask, attend or paged_decode_eager)
 
 
 def attend_decode(q: torch.Tensor, kv_cache: torch.Tensor, kv_slots: torch.Tensor, kv_mask: torch.Tensor | None,

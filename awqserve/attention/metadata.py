@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from awqserve.attention.decode_op import DecodeMeta
+from awqserve.attention.decode_op import DecodeMeta, build_decode_meta
 
 
 @dataclass
@@ -69,29 +69,17 @@ class ForwardContext:
     state_slots: torch.Tensor | None = None  # [B] int64
     conv_states: list[torch.Tensor] = field(default_factory=list)  # per GDN layer [slots, *conv_shape]
     recurrent_states: list[torch.Tensor] = field(default_factory=list)  # per GDN layer [slots, *rec_shape]
-    # Host-side copies, so backends can loop or branch without device syncs.
+    # Host-side copies, so backends can loop or branch without device syncs. A compiled step reads none
+    # of them (each new value would be a new graph).
     query_lens_cpu: list[int] = field(default_factory=list)
     seq_lens_cpu: list[int] = field(default_factory=list)
     context_lens_cpu: list[int] = field(default_factory=list)
-    # Decode-only steps: the gather plan shared by every attention layer (set by the runner; a
-    # backend that sees it may skip planning, and a compiled step reads only tensors).
+    # A host bound on positions (> every position), so RoPE sizes its table without a device sync;
+    # None inside compiled steps, whose rotary tables were sized before capture.
+    max_seq_len: int | None = None
+    # Decode-only steps: the gather plan shared by every attention layer (a backend that sees it skips
+    # its own planning, and a compiled step reads only its tensors).
     decode: DecodeMeta | None = None
-
-    @property
-    def num_seqs(self) -> int:
-        return len(self.query_lens_cpu)
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.positions.shape[0])
-
-    @property
-    def is_decode_only(self) -> bool:
-        return all(q == 1 for q in self.query_lens_cpu)
-
-    @property
-    def max_query_len(self) -> int:
-        return max(self.query_lens_cpu, default=0)
 
 
 def build_context(
@@ -106,33 +94,30 @@ def build_context(
     recurrent_states: list[torch.Tensor] | None = None,
     device: torch.device | str = "cpu",
 ) -> ForwardContext:
-    """Build a ForwardContext from per-sequence host lists (used by the runner and by tests)."""
-    seq_lens = [c + q for c, q in zip(context_lens, query_lens)]
-    positions: list[int] = []
-    slots: list[int] = []
-    for q, c, table in zip(query_lens, context_lens, block_tables):
-        for pos in range(c, c + q):
-            positions.append(pos)
-            slots.append(table[pos // block_size] * block_size + pos % block_size)
-    starts = [0]
-    for q in query_lens:
-        starts.append(starts[-1] + q)
+    """The ForwardContext of a batch given per-sequence host lists (vectorised: a few host ops per
+    sequence). Decode-only batches (one new token per sequence) also get their `DecodeMeta`."""
+    b, bs, dev = len(query_lens), block_size, torch.device(device)
     width = max((len(t) for t in block_tables), default=1) or 1
-    padded = [t + [0] * (width - len(t)) for t in block_tables]
-    as_t = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
+    tables = torch.tensor([t + [0] * (width - len(t)) for t in block_tables], dtype=torch.int64).reshape(b, width)
+    q_t = torch.tensor(query_lens, dtype=torch.int64)
+    c_t = torch.tensor(context_lens, dtype=torch.int64)
+    starts = torch.zeros(b + 1, dtype=torch.int64)
+    torch.cumsum(q_t, 0, out=starts[1:])
+    total = sum(query_lens)
+    if total == b:  # decode-only: one token per sequence
+        seq_idx, positions = torch.arange(b), c_t
+    else:
+        seq_idx = torch.repeat_interleave(torch.arange(b), q_t)
+        positions = torch.arange(total) - starts[seq_idx] + c_t[seq_idx]
+    slots = tables[seq_idx, positions // bs] * bs + positions % bs
+    tables = tables.to(dev)
+    seq_lens = [c + q for c, q in zip(context_lens, query_lens)]
     return ForwardContext(
-        positions=as_t(positions),
-        query_start_loc=as_t(starts),
-        seq_lens=as_t(seq_lens),
-        context_lens=as_t(context_lens),
-        slot_mapping=as_t(slots),
-        block_tables=torch.tensor(padded, dtype=torch.int64, device=device).reshape(len(padded), width),
-        block_size=block_size,
-        kv_caches=kv_caches or [],
-        state_slots=as_t(state_slots) if state_slots is not None else None,
-        conv_states=conv_states or [],
-        recurrent_states=recurrent_states or [],
-        query_lens_cpu=list(query_lens),
-        seq_lens_cpu=seq_lens,
-        context_lens_cpu=list(context_lens),
-    )
+        positions=positions.to(dev), query_start_loc=starts.to(dev), seq_lens=(c_t + q_t).to(dev),
+        context_lens=c_t.to(dev), slot_mapping=slots.to(dev), block_tables=tables, block_size=bs,
+        kv_caches=kv_caches or [], state_slots=(torch.tensor(state_slots, dtype=torch.int64, device=dev)
+                                                  if state_slots is not None else None),
+        conv_states=conv_states or [], recurrent_states=recurrent_states or [],
+        query_lens_cpu=list(query_lens), seq_lens_cpu=seq_lens, context_lens_cpu=list(context_lens),
+        max_seq_len=max(seq_lens, default=1),
+        decode=build_decode_meta(tables, seq_lens, bs) if b and total == b else None)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from awqserve.attention.backend import AttentionBackend, write_kv
-from awqserve.attention.decode_op import attend_decode, build_decode_meta, paged_decode_eager, paged_decode_traceable
+from awqserve.attention.decode_op import attend_decode, build_decode_meta
 from awqserve.attention.metadata import ForwardContext
 
 
@@ -98,9 +98,8 @@ class TorchPagedAttention(AttentionBackend):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
                 ctx: ForwardContext, scale: float) -> torch.Tensor:
-        if ctx.decode is not None:  # decode-only step planned by the runner (the compiled path)
-            op = paged_decode_traceable if torch.compiler.is_compiling() else paged_decode_eager
-            return op(q, k, v, kv_cache, ctx.slot_mapping, ctx.decode.kv_slots, ctx.decode.kv_mask, scale)
+        if ctx.decode is not None:  # decode-only step: planned once for every layer (eager or compiled)
+            return ctx.decode.attention(q, k, v, kv_cache, ctx.slot_mapping, scale)
         write_kv(k, v, kv_cache, ctx.slot_mapping)
         plan = self.plan(ctx)
         flat = kv_cache.view(2, -1, kv_cache.shape[-2], kv_cache.shape[-1])

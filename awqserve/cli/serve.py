@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from awqserve.config.engine_config import EngineConfig, parse_bytes
+from awqserve.config.engine_config import EngineConfig, LmHeadPrecision, WeightLayout, enum_values, parse_bytes
 
 API_KEY_ENV = "AWQSERVE_API_KEY"
 _DTYPES = {"auto": "auto", "float32": "float32", "float": "float32", "bfloat16": "bfloat16",
@@ -20,9 +20,6 @@ _QUANT = ("awq", "awq_marlin", "compressed-tensors")
 
 # vLLM flags that mean something we do not do: flag -> (value that is harmless, why not)
 _REFUSED: dict[str, tuple[str | None, str]] = {
-    "--enable-auto-tool-choice": (None, "tool calling is not implemented (requests with tools get a 400)"),
-    "--tool-call-parser": (None, "tool calling is not implemented"),
-    "--reasoning-parser": (None, "reasoning-content parsing is not implemented"),
     "--tensor-parallel-size": ("1", "awqserve runs on one device; use vLLM for tensor parallelism"),
     "--pipeline-parallel-size": ("1", "awqserve runs on one device"),
     "--data-parallel-size": ("1", "run several awqserve replicas behind a router instead"),
@@ -48,6 +45,13 @@ class _Refuse(argparse.Action):
     @property
     def dest_flag(self) -> str:
         return next(o for o in self.option_strings if o.startswith("--"))
+
+
+def _tool_parser(name: str) -> str:
+    if name not in ("auto", "hermes"):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a tool-call format awqserve parses; use hermes "
+                                         "(the format of Qwen3 and Qwen3-Next) or auto")
+    return name
 
 
 def _max_len(text: str) -> int | None:
@@ -89,6 +93,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--chat-template", default=None, help="chat template file (or inline Jinja text)")
     s.add_argument("--log-level", "--uvicorn-log-level", dest="log_level", default="info",
                    choices=["critical", "error", "warning", "info", "debug", "trace"])
+    a = p.add_argument_group("agents (tools, reasoning, Responses API)")
+    a.add_argument("--enable-auto-tool-choice", action="store_true",
+                   help="accepted for vLLM compatibility: tool_choice auto is always available")
+    a.add_argument("--tool-call-parser", default="auto", type=_tool_parser,
+                   help="tool-call format: hermes (Qwen3, Qwen3-Next; 'auto' picks it)")
+    a.add_argument("--reasoning-parser", default=None, choices=["qwen3"],
+                   help="split <think>...</think> into reasoning_content / reasoning")
+    a.add_argument("--responses-store-size", type=int, default=1024,
+                   help="responses kept in memory for previous_response_id (0: stateless)")
     s.add_argument("--ssl-keyfile", default=None)
     s.add_argument("--ssl-certfile", default=None)
     e = p.add_argument_group("engine")
@@ -106,9 +119,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction, default=None)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--max-logprobs", type=int, default=20)
-    e.add_argument("--weight-layout", choices=["auto", "int4", "dense"], default="auto")
+    e.add_argument("--weight-layout", choices=enum_values(WeightLayout), default="auto")
     e.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads (CPU)")
-    e.add_argument("--lm-head-precision", choices=["auto", "int8", "float"], default="auto",
+    e.add_argument("--lm-head-precision", choices=enum_values(LmHeadPrecision), default="auto",
                    help="logits projection: auto = int8 copy for <= 4 rows on bf16-native CPUs (+0.5%% "
                         "perplexity on the demo model), float = exact")
     e.add_argument("--enforce-eager", action="store_true",
@@ -173,7 +186,9 @@ def build_configs(args: argparse.Namespace, environ: dict[str, str] | None = Non
         disable_metrics=args.disable_metrics, protect_metrics=args.protect_metrics,
         shutdown_timeout=args.shutdown_timeout, max_request_body_bytes=parse_bytes(args.max_request_body_size),
         disable_log_requests=args.disable_log_requests, chat_template=_chat_template(args.chat_template),
-        log_level=args.log_level, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile)
+        log_level=args.log_level, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
+        tool_call_parser=args.tool_call_parser, reasoning_parser=args.reasoning_parser,
+        responses_store_size=args.responses_store_size)
     return server, engine
 
 

@@ -17,7 +17,8 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
     except FileNotFoundError:
         raise ModelLoadError(f"{path.name} not found in {path.parent}") from None
     except json.JSONDecodeError as e:

@@ -15,38 +15,47 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Sequence, Union
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.llm_engine import LLMEngine
 from awqserve.engine.outputs import RequestOutput
+from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
-from awqserve.errors import EngineDeadError, RequestError
+from awqserve.errors import EngineDeadError, InvalidRequestError, RequestError
+from awqserve.structured.spec import GrammarSpec
 
 log = logging.getLogger(__name__)
-EngineFactory = Callable[[EngineConfig, StatsHolder], LLMEngine]
+LLMEngineFactory = Callable[[EngineConfig, StatsHolder], LLMEngine]
+_Item = Union[RequestOutput, BaseException]  # what a request's queue carries
 
 
 @dataclass
 class _Stream:
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue  # of RequestOutput | BaseException
+    queue: "asyncio.Queue[_Item]"
 
 
-def _put_all(items: list[tuple[asyncio.Queue, Any]]) -> None:
+def _put_all(items: list[tuple["asyncio.Queue[_Item]", _Item]]) -> None:
     for queue, item in items:
         queue.put_nowait(item)
 
 
-class AsyncEngine:
-    """Thread-safe front of an LLMEngine. Create, `start()`, then `generate()` from any event loop."""
+def _build(config: EngineConfig, stats: StatsHolder) -> LLMEngine:
+    return LLMEngine.from_config(config, stats=stats)
 
-    def __init__(self, config: EngineConfig, *, engine_factory: EngineFactory | None = None) -> None:
+
+class AsyncEngine:
+    """Thread-safe front of an LLMEngine (an `EngineClient`). Create, `start()`, then `generate()`
+    from any event loop."""
+
+    def __init__(self, config: EngineConfig, *, engine_factory: LLMEngineFactory | None = None) -> None:
         self.config = config
         self._stats = StatsHolder()
-        self._factory: EngineFactory = engine_factory or (lambda cfg, stats: LLMEngine(cfg, stats=stats))
+        self._factory: LLMEngineFactory = engine_factory or _build
         self._engine: LLMEngine | None = None
         self._cond = threading.Condition()
         self._new: list[tuple[str, list[int], SamplingParams, float]] = []
@@ -74,6 +83,8 @@ class AsyncEngine:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._fail_all(EngineDeadError("the engine was shut down"))
+        if self._engine is not None:
+            self._engine.structured.close()
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait until the model is loaded; raises EngineDeadError if loading failed, TimeoutError on timeout."""
@@ -108,20 +119,23 @@ class AsyncEngine:
         return self._engine
 
     @property
-    def model_config(self) -> Any:
-        return self._engine.model_config if self._engine else None
+    def info(self) -> EngineInfo | None:
+        return self._engine.info if self._engine else None
 
     @property
     def tokenizer(self) -> Any:
         return self._engine.tokenizer if self._engine else None
 
-    @property
-    def max_model_len(self) -> int | None:
-        return self._engine.max_model_len if self._engine else None
+    def compile_grammar(self, spec: GrammarSpec) -> Future[object]:
+        if self._engine is None:
+            raise EngineDeadError("the engine is not ready")
+        return self._engine.structured.compile(spec)  # type: ignore[return-value]  # Future is invariant
 
-    @property
-    def quant_info(self) -> Any:
-        return self._engine.quant_info if self._engine else None
+    def check_request(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> None:
+        """The engine's validation with the API's strict context rule; raises InvalidRequestError."""
+        if self._engine is None:
+            raise EngineDeadError("the engine is not ready")
+        self._engine.inputs.validate(prompt_token_ids, params, strict_length=True)
 
     def num_waiting(self) -> int:
         """Requests not yet running: handed over but not admitted, plus the engine's waiting queue."""
@@ -138,7 +152,7 @@ class AsyncEngine:
         the request.
         """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[_Item] = asyncio.Queue()
         with self._cond:
             if self._dead or self._stopping:
                 raise EngineDeadError(f"the engine is not running: {self._error or 'shut down'}")
@@ -194,7 +208,9 @@ class AsyncEngine:
             for rid, prompt, params, arrival in new:
                 try:
                     engine.add_request(rid, prompt, params, arrival_time=arrival)
-                except ValueError as e:
+                except InvalidRequestError as e:
+                    self._deliver([(rid, e)])
+                except ValueError as e:  # a duplicate request id
                     self._deliver([(rid, RequestError(str(e), status=400, kind="invalid_request_error"))])
             for rid in aborts:
                 engine.abort(rid)
@@ -202,9 +218,9 @@ class AsyncEngine:
             self._engine_waiting = engine.num_waiting
             self._deliver([(o.request_id, o) for o in outputs])
 
-    def _deliver(self, items: list[tuple[str, Any]]) -> None:
+    def _deliver(self, items: list[tuple[str, _Item]]) -> None:
         """Hand items to their streams' loops, one thread-safe call per loop."""
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Any]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[_Item], _Item]]] = {}
         with self._cond:
             for rid, item in items:
                 stream = self._streams.get(rid)

@@ -10,6 +10,7 @@ least-recently-freed order.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from dataclasses import dataclass
 
 from awqserve.engine.request import Request
 
@@ -20,8 +21,19 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+@dataclass(frozen=True)
+class Allocation:
+    """What `BlockManager.allocate` gave a request: its leading cached blocks (already computed, so the
+    scheduler starts the request at `num_cached_tokens`) and the fresh blocks after them."""
+
+    cached_blocks: tuple[int, ...]
+    new_blocks: tuple[int, ...]
+    num_cached_tokens: int
+
+
 class BlockManager:
-    """Owns the free list, ref counts and the prefix-cache index of `num_blocks` KV blocks.
+    """Owns the free list, ref counts and the prefix-cache index of `num_blocks` KV blocks, and is the
+    only writer of a request's `block_ids`, `block_hashes` and `num_registered_blocks`.
 
     Invariants: a block is either referenced (ref > 0, in some request's `block_ids`), evictable
     (ref 0, hashed, in `_evictable`) or free (ref 0, unhashed, in `_free`); a hashed block's
@@ -93,28 +105,26 @@ class BlockManager:
         revived = sum(1 for b in cached if self._ref[b] == 0)  # cached blocks leave the free pool too
         return total - len(cached) <= self.num_free_blocks - revived
 
-    def allocate(self, request: Request, num_new_tokens: int, cached: list[int] | None = None) -> bool:
-        """Give a request without blocks the `cached` prefix blocks plus fresh ones for the rest.
-
-        Sets `request.num_computed_tokens` to the cached length. Returns False (changing nothing)
-        when the blocks do not fit.
-        """
+    def allocate(self, request: Request, num_new_tokens: int, cached: list[int] | None = None) -> Allocation | None:
+        """Give a request without blocks the `cached` prefix blocks plus fresh ones for `num_new_tokens`
+        more tokens. Returns what was allocated, or None (changing nothing) when the blocks do not fit.
+        The caller (the scheduler) sets `num_computed_tokens` from `Allocation.num_cached_tokens`."""
         assert not request.block_ids, "allocate() is for requests that hold no blocks"
         cached = cached or []
         if not self.can_allocate(request, num_new_tokens, cached):
-            return False
+            return None
         for b in cached:
             if self._ref[b] == 0:
                 del self._evictable[b]
             self._ref[b] += 1
         request.block_ids = list(cached)
         request.num_registered_blocks = len(cached)
-        request.num_computed_tokens = len(cached) * self.block_size
+        num_cached = len(cached) * self.block_size
         if self.enable_prefix_caching and not request.needs_prompt_logprobs:
             self.prefix_queries += request.num_tokens
-            self.prefix_hits += request.num_computed_tokens
-        self._grow(request, self.blocks_needed(request, num_new_tokens))
-        return True
+            self.prefix_hits += num_cached
+        fresh = self._grow(request, _cdiv(num_cached + num_new_tokens, self.block_size) - len(cached))
+        return Allocation(tuple(cached), tuple(fresh), num_cached)
 
     def append_slots(self, request: Request, num_new_tokens: int) -> bool:
         """Make room for `num_new_tokens` more tokens of a running request; False if out of blocks."""
@@ -124,11 +134,14 @@ class BlockManager:
         self._grow(request, needed)
         return True
 
-    def _grow(self, request: Request, count: int) -> None:
+    def _grow(self, request: Request, count: int) -> list[int]:
+        fresh = []
         for _ in range(count):
             block = self._take_free()
             self._ref[block] = 1
-            request.block_ids.append(block)
+            fresh.append(block)
+        request.block_ids.extend(fresh)
+        return fresh
 
     def _take_free(self) -> int:
         if self._free:
@@ -179,10 +192,3 @@ class BlockManager:
                     self._free.append(block)
         request.block_ids = []
         request.num_registered_blocks = 0
-
-    def reset_prefix_cache(self) -> None:
-        """Forget every evictable cached block (e.g. after the cache contents were invalidated)."""
-        while self._evictable:
-            block, _ = self._evictable.popitem(last=False)
-            self._forget(block)
-            self._free.append(block)

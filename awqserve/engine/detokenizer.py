@@ -8,14 +8,15 @@ specially (leading spaces) decode the first output token as they would mid-text.
 
 Stop strings are searched in the not-yet-emitted tail (so matches spanning tokens are found); text
 that could still become a stop string is held back, and a matched stop string is never emitted
-(unless `include_stop_str_in_output`).
+(unless `include_stop_str_in_output`). Stops decided by token ids (EOS, stop ids, length) are the
+scheduler's (`scheduler.check_stop`); this module owns text and stop strings only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, Sequence
 
-from awqserve.engine.request import Request, RequestStatus
+from awqserve.engine.sampling_params import SamplingParams
 
 _PROMPT_CONTEXT = 5  # prompt tokens used to seed the decode window
 
@@ -32,10 +33,17 @@ class DetokState:
     hold: int = 0  # chars at the end of `text` held back as a possible stop-string prefix
 
 
-class Detokenizer:
-    """Turns sampled tokens into text deltas and decides when a sample is finished."""
+class TokenDecoder(Protocol):
+    """What the detokenizer needs of a tokenizer (Hugging Face tokenizers satisfy it)."""
 
-    def __init__(self, tokenizer: Any) -> None:
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = ..., *,
+               clean_up_tokenization_spaces: bool = ...) -> str: ...
+
+
+class Detokenizer:
+    """Turns sampled tokens into text deltas and finds stop strings in them."""
+
+    def __init__(self, tokenizer: TokenDecoder) -> None:
         self.tokenizer = tokenizer
 
     def new_state(self, prompt_token_ids: list[int]) -> DetokState:
@@ -44,8 +52,8 @@ class Detokenizer:
 
     # -- decoding --------------------------------------------------------------------------------
     def _decode(self, ids: list[int], skip_special: bool) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=skip_special,
-                                     clean_up_tokenization_spaces=False)
+        return str(self.tokenizer.decode(ids, skip_special_tokens=skip_special,
+                                         clean_up_tokenization_spaces=False))
 
     def append_token(self, st: DetokState, token_id: int, skip_special: bool) -> str:
         """Add one token; returns the newly decoded text ('' while a character is incomplete)."""
@@ -78,23 +86,12 @@ class Detokenizer:
         st.hold = 0
         return s
 
-    def process_token(self, req: Request, token_id: int) -> RequestStatus | None:
-        """Apply one sampled token (already appended to `req`); return a finished status or None."""
-        p, st = req.params, req.detok
-        n_out = req.num_output_tokens
-        if token_id in req.stop_token_ids and n_out > p.min_tokens:
-            # The stop token ends the sample and is not decoded into the text.
-            req.stop_reason = token_id if token_id in p.stop_token_ids else None
-            st.hold = 0
-            return RequestStatus.FINISHED_STOPPED
-        new = self.append_token(st, token_id, p.skip_special_tokens)
-        if p.stop and n_out > p.min_tokens and new:
-            matched = self._check_stop_strings(st, p.stop, p.include_stop_str_in_output, len(new))
-            if matched is not None:
-                req.stop_reason = matched
-                return RequestStatus.FINISHED_STOPPED
-        if n_out >= req.max_tokens:
-            return RequestStatus.FINISHED_LENGTH
+    def process_token(self, st: DetokState, token_id: int, params: SamplingParams, num_output_tokens: int) -> str | None:
+        """Decode one sampled token into `st`; return the stop string it completed, if any (the text is
+        then truncated at it). Stop strings count only once `min_tokens` tokens are out."""
+        new = self.append_token(st, token_id, params.skip_special_tokens)
+        if params.stop and num_output_tokens > params.min_tokens and new:
+            return self._check_stop_strings(st, params.stop, params.include_stop_str_in_output, len(new))
         return None
 
     @staticmethod

@@ -11,14 +11,28 @@ is on, the scheduler admits them only after child 0 has computed its prompt, so 
 prompt's full blocks in the prefix cache and share them by ref count (only the partial last block
 and at least one token are recomputed). Without prefix caching (hybrid models) children prefill
 independently: correct, but the prompt is computed n times.
+
+Ownership — each field has one writer (all on the engine thread):
+
+| field | written by |
+|---|---|
+| `status`, `num_computed_tokens`, `num_cached_tokens`, `all_token_ids` (appends), `stop_reason`, `state_slot`, `prompt_logprobs_done` | `Scheduler` (`check_stop` decides EOS / stop ids / length) |
+| `block_ids`, `block_hashes`, `num_registered_blocks` | `BlockManager` |
+| `generator` | `Sampler` (created lazily for seeded requests) |
+| `grammar` | `LLMEngine` sets it at `add_request`; the `Scheduler` advances it with each sampled token |
+| `metrics` | `LLMEngine` (scheduled time), `OutputProcessor` (token and finish times), `Scheduler` (preemptions) |
+
+Text, stop strings and logprob records are not request state: they live in the `OutputProcessor`.
 """
 from __future__ import annotations
 
 import enum
 import time
-from typing import Any
 
-from awqserve.engine.outputs import RequestMetrics, TokenLogprob
+import torch
+
+from awqserve.engine.outputs import RequestMetrics
+from awqserve.structured.backend import GrammarMatcher
 from awqserve.engine.sampling_params import SamplingParams
 
 
@@ -48,17 +62,17 @@ _FINISH_REASONS = {
 
 
 class Request:
-    """One sequence being generated. Mutated only by the engine thread.
+    """One sequence being generated. Mutated only by the engine thread (see the ownership table).
 
     Invariants: `0 <= num_computed_tokens <= num_tokens`; `block_ids` covers at least
     `num_computed_tokens` token slots while RUNNING and is empty while WAITING or finished;
-    `state_slot` is set only while RUNNING (hybrid models).
+    `state_slot` is set only while RUNNING (hybrid models); `max_tokens` already fits the context.
     """
 
     def __init__(self, request_id: str, prompt_token_ids: list[int], params: SamplingParams, *,
                  max_tokens: int, eos_token_ids: tuple[int, ...] = (), group_id: str | None = None,
-                 index: int = 0, arrival_time: float | None = None, fork_of: "Request | None" = None,
-                 metrics: RequestMetrics | None = None) -> None:
+                 index: int = 0, fork_of: "Request | None" = None, metrics: RequestMetrics | None = None,
+                 wants_prompt_logprobs: bool | None = None) -> None:
         self.request_id = request_id
         self.group_id = group_id if group_id is not None else request_id
         self.index = index
@@ -80,14 +94,14 @@ class Request:
             frozenset() if params.ignore_eos else frozenset(eos_token_ids))
         self.stop_reason: str | int | None = None
         # Samples of one API request share one metrics record (queue time, TTFT, preemptions).
-        self.metrics = metrics or RequestMetrics(
-            arrival_time=time.monotonic() if arrival_time is None else arrival_time)
-        self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
-        self.prompt_logprobs: list[TokenLogprob | None] | None = (
-            [None] if params.prompt_logprobs is not None else None)
-        self.sampler_state: Any = None  # per-request torch.Generator for seeded sampling
-        self.detok: Any = None  # detokenizer.DetokState
-        self.error: BaseException | None = None
+        self.metrics = metrics or RequestMetrics(arrival_time=time.monotonic())
+        # Prompt logprobs are computed for one sample of a group (sample 0) and reported once.
+        self.wants_prompt_logprobs = (params.prompt_logprobs is not None if wants_prompt_logprobs is None
+                                      else wants_prompt_logprobs)
+        # prompt positions with a logprob entry (position 0 has none, so it counts as done)
+        self.prompt_logprobs_done = 1
+        self.generator: torch.Generator | None = None  # per-request noise for seeded sampling
+        self.grammar: GrammarMatcher | None = None  # this sample's position in its output grammar
 
     # -- derived sizes ---------------------------------------------------------------------------
     @property
@@ -108,11 +122,8 @@ class Request:
 
     @property
     def needs_prompt_logprobs(self) -> bool:
-        """True while prompt logprobs are still owed (not recomputed after a preemption)."""
-        return self.prompt_logprobs is not None and len(self.prompt_logprobs) < self.num_prompt_tokens
-
-    def append_token(self, token_id: int) -> None:
-        self.all_token_ids.append(token_id)
+        """True while prompt logprobs are still owed (positions scored before a preemption are not redone)."""
+        return self.wants_prompt_logprobs and self.prompt_logprobs_done < self.num_prompt_tokens
 
     def __repr__(self) -> str:
         return (f"Request({self.request_id!r}, status={self.status.name}, tokens={self.num_tokens}, "

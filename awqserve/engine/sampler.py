@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from typing import TYPE_CHECKING
+
 from awqserve.engine.outputs import TokenLogprob
 from awqserve.engine.request import Request
+
+if TYPE_CHECKING:
+    from awqserve.engine.structured_output import StructuredOutputManager
 
 _NEG_INF = float("-inf")
 
@@ -42,7 +47,14 @@ def _logprob_records(lps: torch.Tensor, chosen: list[int], ks: list[int]) -> lis
 
 
 class Sampler:
-    """Stateless apart from the per-request generators it stores on `Request.sampler_state`."""
+    """Stateless apart from the per-request generators it stores on `Request.generator`.
+
+    With `structured` (the engine's StructuredOutputManager), rows of constrained requests are masked
+    to their grammar after the raw logprobs are taken and before any other processing.
+    """
+
+    def __init__(self, structured: StructuredOutputManager | None = None) -> None:
+        self.structured = structured
 
     def __call__(self, logits: torch.Tensor, requests: list[Request]) -> tuple[list[int], list[TokenLogprob | None]]:
         """Sample one token per row of float32 `logits` [B, V] (row i belongs to requests[i]).
@@ -52,6 +64,8 @@ class Sampler:
         """
         lp_rows = [i for i, r in enumerate(requests) if r.params.logprobs is not None]
         raw_lps = torch.log_softmax(logits[lp_rows], dim=-1) if lp_rows else None
+        if self.structured is not None:
+            self.structured.apply(logits, requests)
         if all(r.params.greedy for r in requests) and not any(_needs_processing(r) for r in requests):
             tokens = logits.argmax(dim=-1)  # fast path: plain greedy
         else:
@@ -157,9 +171,9 @@ class Sampler:
         for i, r in enumerate(requests):
             if r.params.seed is None:
                 continue
-            if r.sampler_state is None:
-                r.sampler_state = torch.Generator(device=probs.device).manual_seed(r.params.seed + r.index)
-            q[i].exponential_(generator=r.sampler_state)
+            if r.generator is None:
+                r.generator = torch.Generator(device=probs.device).manual_seed(r.params.seed + r.index)
+            q[i].exponential_(generator=r.generator)
         return q
 
     # -- prompt logprobs -------------------------------------------------------------------------

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from awqserve.structured.spec import GrammarSpec
+
 
 @dataclass
 class SamplingParams:
@@ -12,7 +14,9 @@ class SamplingParams:
     fills it in). `logprobs=k` returns the sampled token's logprob plus the top-k alternatives
     per generated token; `prompt_logprobs=k` does the same for prompt tokens (for `echo`).
     `stop` strings are never included in the output text; `stop_token_ids` end generation too
-    (the token itself is not decoded into the text), as does EOS unless `ignore_eos`.
+    (the token itself is not decoded into the text), as does EOS unless `ignore_eos`. `grammar`
+    constrains every sampled token (a JSON schema, regex, choice, grammar or tool calls); the request
+    then also stops when the grammar is complete. Logprobs stay those of the unconstrained model.
     """
 
     n: int = 1
@@ -34,6 +38,7 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     skip_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+    grammar: GrammarSpec | None = None  # constrained decoding (engine/structured_output.py)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):

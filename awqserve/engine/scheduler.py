@@ -10,44 +10,49 @@ later) — the caller never sees an out-of-blocks error.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from awqserve.engine.batch import ModelRunnerOutput, SchedulerOutput
 from awqserve.engine.block_manager import BlockManager
 from awqserve.engine.request import Request, RequestStatus
 from awqserve.engine.state_pool import StatePool
 
 
-@dataclass
-class SchedulerOutput:
-    """One step's batch: `requests[i]` computes `num_scheduled_tokens[i]` tokens starting at its
-    `num_computed_tokens` (not yet advanced). `new_state_slots` must be zeroed before the forward."""
-
-    requests: list[Request] = field(default_factory=list)
-    num_scheduled_tokens: list[int] = field(default_factory=list)
-    new_state_slots: list[int] = field(default_factory=list)
-    preempted: list[Request] = field(default_factory=list)
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.num_scheduled_tokens)
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.requests
+def check_stop(request: Request) -> RequestStatus | None:
+    """The finish decided by the newest token's id (vLLM's `check_stop`): a stop token or EOS once
+    `min_tokens` are out (the token itself is not part of the text); a complete grammar (nothing but
+    EOS could follow); else the length limit. Stop strings are the detokenizer's, applied after this
+    (`Scheduler.finish_by_stop_string`)."""
+    token, params = request.all_token_ids[-1], request.params
+    if token in request.stop_token_ids and request.num_output_tokens > params.min_tokens:
+        request.stop_reason = token if token in params.stop_token_ids else None
+        return RequestStatus.FINISHED_STOPPED
+    if request.grammar is not None and request.grammar.is_terminated():
+        return RequestStatus.FINISHED_STOPPED
+    if request.num_output_tokens >= request.max_tokens:
+        return RequestStatus.FINISHED_LENGTH
+    return None
 
 
-@dataclass
-class ModelRunnerOutput:
-    """What the runner returns: for each scheduled request (same order) the sampled token id, or
-    None when the request's prefill is not complete yet; plus logprob records where asked."""
+GRAMMAR_VIOLATION = "grammar_violation"
+"""`stop_reason` of a request whose sampled token its grammar rejected (finished with an error)."""
 
-    sampled_token_ids: list[int | None]
-    logprobs: list[object | None] = field(default_factory=list)  # TokenLogprob per request
-    prompt_logprobs: list[list[object] | None] = field(default_factory=list)  # TokenLogprobs for the chunk
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """A snapshot of the scheduler's load and counters (monotonic ones since start)."""
+
+    num_running: int
+    num_waiting: int
+    kv_usage: float
+    state_usage: float
+    num_preemptions: int
+    prefix_cache_queries: int
+    prefix_cache_hits: int
 
 
 class Scheduler:
-    """Owns the waiting queue and the running list; mutates requests' counters and blocks."""
+    """Owns the waiting queue and the running list, and every request counter (see request.py)."""
 
     def __init__(self, *, max_num_seqs: int, max_num_batched_tokens: int, block_manager: BlockManager,
                  state_pool: StatePool | None = None) -> None:
@@ -68,7 +73,8 @@ class Scheduler:
         return bool(self.waiting or self.running)
 
     def finish(self, request: Request, status: RequestStatus) -> None:
-        """Retire a request (stop, length, abort, error): frees its blocks and slot at once."""
+        """Retire a request (stop, length, abort, error): frees its blocks and slot at once. No-op if
+        already finished."""
         if request.status.is_finished:
             return
         if request.status == RequestStatus.RUNNING:
@@ -77,6 +83,21 @@ class Scheduler:
             self.waiting.remove(request)
         self._release(request)
         request.status = status
+
+    def finish_by_stop_string(self, request: Request, stop: str) -> None:
+        """A stop string found in the newest token's text ends the request. It takes precedence over a
+        length stop decided for the same token (as in vLLM): the answer did end with the stop string."""
+        if request.status == RequestStatus.FINISHED_LENGTH:
+            request.status = RequestStatus.FINISHED_STOPPED
+        else:
+            self.finish(request, RequestStatus.FINISHED_STOPPED)
+        request.stop_reason = stop
+
+    def make_stats(self) -> SchedulerStats:
+        bm, pool = self.block_manager, self.state_pool
+        return SchedulerStats(num_running=len(self.running), num_waiting=len(self.waiting), kv_usage=bm.usage,
+                              state_usage=pool.usage if pool else 0.0, num_preemptions=self.num_preemptions,
+                              prefix_cache_queries=bm.prefix_queries, prefix_cache_hits=bm.prefix_hits)
 
     def _release(self, request: Request) -> None:
         self.block_manager.free(request)
@@ -114,7 +135,7 @@ class Scheduler:
             req = self.waiting[0]
             if self._waits_for_fork(req):
                 break
-            n = self._admit(req, budget, out)
+            n = self._admit(req, budget)
             if n == 0:
                 break
             self.waiting.popleft()
@@ -134,20 +155,23 @@ class Scheduler:
                 return False
         return True
 
-    def _admit(self, req: Request, budget: int, out: SchedulerOutput) -> int:
+    def _admit(self, req: Request, budget: int) -> int:
         """Allocate blocks (and a state slot) for a waiting request; tokens scheduled, 0 if it does not fit."""
         bm = self.block_manager
         if self.state_pool is not None and self.state_pool.num_free == 0:
             return 0
         cached = bm.find_cached_prefix(req)
         n = min(req.num_tokens - len(cached) * bm.block_size, budget)
-        if not bm.allocate(req, n, cached):
+        alloc = bm.allocate(req, n, cached)
+        if alloc is None:
             return 0
+        req.num_computed_tokens = alloc.num_cached_tokens
         if req.num_output_tokens == 0 and req.metrics.num_preemptions == 0:
-            req.num_cached_tokens = req.num_computed_tokens
+            req.num_cached_tokens = alloc.num_cached_tokens
         if self.state_pool is not None:
+            # A recycled slot still holds its previous owner's state: GDN layers start every sequence
+            # with no computed tokens from zero (layers/gdn.py), so nothing needs clearing here.
             req.state_slot = self.state_pool.allocate()
-            out.new_state_slots.append(req.state_slot)  # type: ignore[arg-type]
         req.status = RequestStatus.RUNNING
         return n
 
@@ -161,15 +185,29 @@ class Scheduler:
 
     # -- after the forward -----------------------------------------------------------------------
     def update_from_output(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[Request]:
-        """Advance computed counters, append sampled tokens, register full blocks in the prefix
-        cache. Returns the requests that received a new token (stop checks are the caller's)."""
+        """Advance computed counters and prompt-logprob progress, register full blocks in the prefix
+        cache, append sampled tokens and apply `check_stop` (freeing what finished). Returns the
+        requests that received a token this step, finished ones included."""
         got_token: list[Request] = []
-        for req, n, tok in zip(sched.requests, sched.num_scheduled_tokens, result.sampled_token_ids):
+        for i, (req, n) in enumerate(zip(sched.requests, sched.num_scheduled_tokens)):
             if req.status != RequestStatus.RUNNING:
                 continue  # aborted while the step ran
             req.num_computed_tokens += n
+            plp = result.prompt_logprobs[i] if result.prompt_logprobs else None
+            if plp:
+                req.prompt_logprobs_done += len(plp)
             self.block_manager.cache_full_blocks(req)
-            if tok is not None:
-                req.append_token(tok)
-                got_token.append(req)
+            tok = result.sampled_token_ids[i]
+            if tok is None:
+                continue
+            req.all_token_ids.append(tok)
+            got_token.append(req)
+            if req.grammar is not None and not req.grammar.accept_token(tok):
+                # the mask allowed only grammar tokens: this is a bug, never a half-valid answer
+                req.stop_reason = GRAMMAR_VIOLATION
+                self.finish(req, RequestStatus.FINISHED_ERROR)
+                continue
+            status = check_stop(req)
+            if status is not None:
+                self.finish(req, status)
         return got_token

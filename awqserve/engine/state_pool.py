@@ -3,8 +3,8 @@
 Each running sequence of a hybrid model owns one slot: its row in every per-layer conv and
 recurrent state tensor. A slot is taken when the sequence is first scheduled and returned when it
 finishes, is aborted or is preempted (preemption recomputes from scratch, so the state is rebuilt).
-The runner zeroes the rows of slots handed out in a step before the forward (`SchedulerOutput.
-new_state_slots`), because a recycled row still holds its previous owner's state.
+A recycled row still holds its previous owner's state; it is never read as such, because a sequence
+with no computed tokens starts from a zero state in the layer itself (layers/gdn.py `_initial`).
 """
 from __future__ import annotations
 

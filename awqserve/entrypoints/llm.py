@@ -23,7 +23,7 @@ class LLM:
     """Owns an LLMEngine in the calling thread; every call runs the engine until its requests finish."""
 
     def __init__(self, model: str | None = None, *, chat_template: str | None = None, **engine_kwargs: Any) -> None:
-        self.engine = LLMEngine(EngineConfig(model=model, **engine_kwargs))
+        self.engine = LLMEngine.from_config(EngineConfig(model=model, **engine_kwargs))
         self.chat_template = chat_template
         self._counter = 0
 
@@ -34,18 +34,18 @@ class LLM:
     def generate(self, prompts: str | Sequence[Prompt],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
         """Generate for every prompt (text or token ids) as one continuous batch; outputs in prompt order."""
-        if isinstance(prompts, str) or (isinstance(prompts, list) and prompts and isinstance(prompts[0], int)):
-            prompts = [prompts]  # type: ignore[list-item]
-        ids = [self._encode(p) for p in prompts]  # type: ignore[union-attr]
-        return self._run(ids, sampling_params)
+        one = isinstance(prompts, str) or (isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], int))
+        items: list[Prompt] = [prompts] if one else list(prompts)  # type: ignore[list-item]  # one prompt, or many
+        return self._run([self._encode(p) for p in items], sampling_params)
 
     def chat(self, messages: Messages | Sequence[Messages],
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
              add_generation_prompt: bool = True) -> list[RequestOutput]:
         """Apply the chat template to one conversation (list of messages) or several, then generate."""
-        convs = [messages] if messages and isinstance(messages[0], dict) else list(messages)  # type: ignore[index]
+        one = bool(messages) and isinstance(messages[0], dict)
+        convs: list[Messages] = [messages] if one else list(messages)  # type: ignore[list-item, arg-type]  # one, or many
         ids = [apply_chat_template(self.tokenizer, c, add_generation_prompt, chat_template=self.chat_template)
-               for c in convs]  # type: ignore[arg-type]
+               for c in convs]
         return self._run(ids, sampling_params)
 
     def _encode(self, prompt: Prompt) -> list[int]:
@@ -57,7 +57,7 @@ class LLM:
              params: SamplingParams | Sequence[SamplingParams] | None) -> list[RequestOutput]:
         if params is None:
             params = SamplingParams()
-        per = list(params) if isinstance(params, (list, tuple)) else [params] * len(prompts)
+        per = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
         if len(per) != len(prompts):
             raise ValueError("give one SamplingParams, or one per prompt")
         ids = []

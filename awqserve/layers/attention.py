@@ -77,10 +77,7 @@ class Attention(nn.Module):
         v = v.reshape(t, cfg.num_kv_heads, cfg.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        # A compiled step must not read host lists (each new value would recompile); its runner has
-        # already sized the rotary table.
-        n = None if torch.compiler.is_compiling() or not ctx.seq_lens_cpu else max(ctx.seq_lens_cpu)
-        q, k = self.rotary(ctx.positions, q, k, n)
+        q, k = self.rotary(ctx.positions, q, k, ctx.max_seq_len)
         out = self.backend.forward(q, k, v, ctx.kv_caches[self.cache_index], ctx, self.scale)
         out = out.reshape(t, cfg.num_heads * cfg.head_dim)
         if gate is not None:

@@ -1,7 +1,7 @@
 """Linear layer whose weight comes from one or more checkpoint modules and runs on a chosen kernel."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -74,7 +74,8 @@ class Linear(nn.Module):
     def pending_weight(self) -> torch.Tensor | QuantizedTensor | None:
         return self._pending
 
-    def build_kernel(self, make_kernel, device: torch.device, dtype: torch.dtype) -> None:
+    def build_kernel(self, make_kernel: "Callable[[torch.Tensor | QuantizedTensor, torch.device, torch.dtype], LinearKernel]",
+                     device: torch.device, dtype: torch.dtype) -> None:
         """Turn the pending weight into a kernel via `make_kernel(weight, device, dtype)`; frees the source."""
         if self._pending is None:
             raise RuntimeError("Linear.build_kernel called before set_weight")
@@ -85,7 +86,8 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        y = self.kernel(x.reshape(-1, shape[-1]))  # type: ignore[misc]
+        assert self.kernel is not None, "Linear used before build_kernel"
+        y: torch.Tensor = self.kernel(x.reshape(-1, shape[-1]))
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*shape[:-1], self.out_features)

@@ -21,6 +21,7 @@ from torch import nn
 
 from awqserve.layers.activation import SiluAndMul
 from awqserve.layers.linear import Linear
+from awqserve.layers.mlp import GatedMLP
 
 FUSED, PER_EXPERT = "fused", "per_expert"
 
@@ -36,20 +37,6 @@ class MoEConfig:
     norm_topk_prob: bool
     shared_intermediate: int = 0
     expert_layout: str = PER_EXPERT
-
-
-class GatedMLP(nn.Module):
-    """down(silu(gate(x)) * up(x)), gate|up read as one Linear from `gate_proj` and `up_proj`."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int) -> None:
-        super().__init__()
-        self.gate_up_proj = Linear(hidden_size, [intermediate_size, intermediate_size],
-                                   sources=["gate_proj", "up_proj"])
-        self.down_proj = Linear(intermediate_size, hidden_size)
-        self.act = SiluAndMul()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
 
 
 class FusedExperts(nn.Module):

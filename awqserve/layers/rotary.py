@@ -142,15 +142,15 @@ class RotaryEmbedding(nn.Module):
         self._sin = (freqs.sin() * gain).to(device)
 
     def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
-                num_positions: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """`num_positions` (> every position; a host int) spares a device sync to size the table."""
-        if torch.compiler.is_compiling():
-            # Traced: the table was sized by `ensure_cache` before the call; no per-step memo.
-            cos = self._cos.index_select(0, positions).unsqueeze(1)  # type: ignore[union-attr]
-            sin = self._sin.index_select(0, positions).unsqueeze(1)  # type: ignore[union-attr]
+                num_positions: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`num_positions` (> every position; a host int) sizes the table without a device sync. None
+        means the caller already sized it with `ensure_cache` (compiled steps: a host int would be
+        a graph constant); rows are then gathered directly, with no per-step memo."""
+        if num_positions is None:
+            assert self._cos is not None and self._sin is not None, "ensure_cache() must run first"
+            cos = self._cos.index_select(0, positions).unsqueeze(1)
+            sin = self._sin.index_select(0, positions).unsqueeze(1)
         else:
-            if num_positions is None:
-                num_positions = int(positions.max().item()) + 1 if positions.numel() else 1
             cos, sin = self._cos_sin(positions, num_positions)
         hq = q.shape[1]
         # q and k rotated in one pass: half the elementwise launches of rotating each (decode is

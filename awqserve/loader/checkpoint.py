@@ -133,7 +133,7 @@ class CheckpointReader:
         self._require(name)
         path = self._where[name]
         try:
-            tensor = self._handle(path).get_tensor(name)
+            tensor: torch.Tensor = self._handle(path).get_tensor(name)
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise ModelLoadError(f"cannot read tensor {name!r} from {path}: {e}") from None
         self._consumed.add(name)

@@ -5,28 +5,28 @@ non-persistent buffers); every checkpoint tensor is used or matches the model's
 `ignored_checkpoint_keys`; anything else is a ModelLoadError naming the tensors. Linear layers
 read their weights through the checkpoint's QuantConfig and then get a kernel for the device.
 
-Conventions a model class may use (all optional):
-- `tied_linears`: {linear name: checkpoint tensor} reused when config.tie_word_embeddings and the
-  checkpoint has no tensor of the Linear's own.
-- `fp32_params`: regexes (full match) of parameter names kept in float32 whatever `dtype` is.
-- a module with non-persistent buffers defines `init_buffers(device)` to compute them.
+The hooks a model declares (models/base.py): `CausalLM.tied_linears`, `CausalLM.fp32_params`,
+`CausalLM.ignored_checkpoint_keys`, `CausalLM.checkpoint_name`, and `CausalLM.finalize`.
+Computed tables (rotary cos/sin) are built lazily by their modules, never stored on meta.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
+from awqserve.config.engine_config import WeightLayout
 from awqserve.config.model_config import ModelConfig
 from awqserve.errors import ModelLoadError
-from awqserve.layers.linear import DenseKernel, Linear, LinearKernel
+from awqserve.layers.linear import Linear, LinearKernel
 from awqserve.loader.checkpoint import CheckpointReader
 from awqserve.models.base import CausalLM
 from awqserve.models.registry import resolve_model_class
 from awqserve.quant.base import QuantConfig, QuantizedTensor, parse_quant_config
+from awqserve.quant.kernels import KernelPolicy, logits_kernel, make_kernel
 
 KernelFactory = Callable[["torch.Tensor | QuantizedTensor", torch.device, torch.dtype], LinearKernel]
 _SHOW = 8  # names listed in an error before "…"
@@ -34,10 +34,10 @@ _STORED_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.flo
 
 
 def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               weight_policy: Any = "auto") -> CausalLM:
+               weight_policy: str | KernelPolicy = "auto") -> CausalLM:
     """Load the model in `model_dir` onto `device` with activations/weights in `dtype`.
 
-    `weight_policy` goes to the kernel factory: "auto", "int4", "dense" or a quant.kernels.KernelPolicy.
+    `weight_policy` chooses the kernels: a WeightLayout name ("auto", "int4", "dense") or a KernelPolicy.
     The returned model is in eval mode, has `quant_info` (QuantInfo), and holds no meta tensors.
     """
     config = ModelConfig.from_dir(model_dir)
@@ -46,54 +46,27 @@ def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dty
     dev = torch.device(device)
     with torch.device("meta"):
         model: CausalLM = model_cls(config)
-    factory = kernel_factory(weight_policy)
-    # Models without a finalize step get each Linear's kernel as soon as it is read, so the
-    # unpacked checkpoint-side weights never pile up in host memory.
-    eager = type(model).finalize is CausalLM.finalize
+    policy = weight_policy if isinstance(weight_policy, KernelPolicy) else KernelPolicy(WeightLayout(weight_policy))
+    factory: KernelFactory = lambda weight, device, dtype: make_kernel(weight, device, dtype, policy)  # noqa: E731
+    # Each Linear gets its kernel as soon as it is read, so the unpacked checkpoint-side weights never
+    # pile up in host memory.
     with CheckpointReader(config.path) as reader, torch.no_grad():
         _check_missing(model, reader, quant)
         _load_plain_tensors(model, reader, dev, dtype)
-        _load_linears(model, reader, quant, factory if eager else None, dev, dtype)
+        _load_linears(model, reader, quant, factory, dev, dtype)
         _check_leftovers(model, reader)
     with torch.no_grad():
-        model.finalize()
-        for linear in _linears(model):
-            if linear.pending_weight is not None:
-                linear.build_kernel(factory, dev, dtype)
-        _choose_logits_kernel(model, weight_policy, dev)
-        _init_computed_buffers(model, dev)
-    model.quant_info = quant.info()  # type: ignore[attr-defined]
+        _choose_logits_kernel(model, policy, dev)
+        _check_materialised(model)
+    model.quant_info = quant.info()
     return model.eval()
 
 
-def _choose_logits_kernel(model: CausalLM, policy: Any, dev: torch.device) -> None:
+def _choose_logits_kernel(model: CausalLM, policy: KernelPolicy, dev: torch.device) -> None:
     """Give the logits projection (`lm_head`) its own kernel choice (quant.kernels.logits_kernel)."""
-    head = getattr(model, "lm_head", None)
-    if not isinstance(head, Linear) or head.kernel is None:
-        return
-    try:
-        from awqserve.quant.kernels import KernelPolicy, logits_kernel
-    except ImportError:
-        return
-    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
-    head.kernel = logits_kernel(head.kernel, dev, pol.lm_head_mode)
-
-
-def kernel_factory(policy: Any) -> KernelFactory:
-    """The quant package's kernel chooser bound to `policy`, or dense float kernels if it is absent."""
-    try:
-        from awqserve.quant.kernels import make_kernel
-    except ImportError as e:
-        if e.name not in ("awqserve.quant.kernels", "awqserve.quant"):
-            raise
-        return _dense_kernel
-    return lambda weight, device, dtype: make_kernel(weight, device, dtype, policy)
-
-
-def _dense_kernel(weight: "torch.Tensor | QuantizedTensor", device: torch.device, dtype: torch.dtype) -> LinearKernel:
-    if isinstance(weight, QuantizedTensor):
-        weight = weight.dequantize(dtype)
-    return DenseKernel(weight.to(device=device, dtype=dtype))
+    head = model.logits_linear()
+    if head is not None and head.kernel is not None:
+        head.kernel = logits_kernel(head.kernel, dev, policy.lm_head_mode)
 
 
 # -- which tensors ------------------------------------------------------------------------------
@@ -117,7 +90,7 @@ def _plain_tensors(model: nn.Module) -> list[tuple[str, nn.Module, str, bool]]:
 
 def _tie_target(model: CausalLM, name: str, reader: CheckpointReader) -> str | None:
     """Checkpoint tensor a tied Linear reuses, or None when the Linear has weights of its own."""
-    target = getattr(model, "tied_linears", {}).get(name)
+    target = model.tied_linears.get(name)
     if target is None or not model.config.tie_word_embeddings:
         return None
     own = any(k.startswith(f"{name}.") for k in reader.keys())
@@ -154,7 +127,7 @@ def _read_exact(reader: CheckpointReader, name: str, shape: tuple[int, ...]) -> 
 
 
 def _load_plain_tensors(model: CausalLM, reader: CheckpointReader, dev: torch.device, dtype: torch.dtype) -> None:
-    keep_fp32 = [re.compile(p) for p in getattr(model, "fp32_params", ())]
+    keep_fp32 = [re.compile(p) for p in model.fp32_params]
     done: dict[int, nn.Parameter | torch.Tensor] = {}  # old tensor id -> loaded (shared parameters)
     for name, module, leaf, is_param in _plain_tensors(model):
         old = module._parameters[leaf] if is_param else module._buffers[leaf]
@@ -173,7 +146,7 @@ def _load_plain_tensors(model: CausalLM, reader: CheckpointReader, dev: torch.de
 
 
 def _load_linears(model: CausalLM, reader: CheckpointReader, quant: QuantConfig,
-                  factory: KernelFactory | None, dev: torch.device, dtype: torch.dtype) -> None:
+                  factory: KernelFactory, dev: torch.device, dtype: torch.dtype) -> None:
     for name, linear in list(model.named_modules()):
         if not isinstance(linear, Linear):
             continue
@@ -185,8 +158,7 @@ def _load_linears(model: CausalLM, reader: CheckpointReader, quant: QuantConfig,
             linear.set_weight([_loaded_tensor(model, target).to(stored)], None)
         else:
             _read_linear(name, linear, reader, quant)
-        if factory is not None:
-            linear.build_kernel(factory, dev, dtype)
+        linear.build_kernel(factory, dev, dtype)
 
 
 def _read_linear(name: str, linear: Linear, reader: CheckpointReader, quant: QuantConfig) -> None:
@@ -221,16 +193,7 @@ def _check_leftovers(model: CausalLM, reader: CheckpointReader) -> None:
                              f"{model.config.architecture} does not use: {_names(left)}")
 
 
-def _init_computed_buffers(model: nn.Module, dev: torch.device) -> None:
-    for prefix, module in model.named_modules():
-        meta = [k for k, b in module._buffers.items() if b is not None and b.is_meta]
-        if not meta:
-            continue
-        init = getattr(module, "init_buffers", None)
-        if init is None:
-            raise ModelLoadError(f"buffers {meta} of {prefix or 'model'} are neither in the checkpoint "
-                                 "nor computable (no init_buffers)")
-        init(dev)
+def _check_materialised(model: nn.Module) -> None:
     stale = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if stale:
         raise ModelLoadError(f"model tensors left unloaded: {_names(stale)}")

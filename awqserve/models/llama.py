@@ -6,8 +6,8 @@ fused at load time through `Linear(sources=...)`.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from typing import ClassVar
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -17,29 +17,15 @@ from awqserve.attention.metadata import CacheSpec, ForwardContext, KVCacheSpec
 from awqserve.attention.torch_backend import TorchPagedAttention
 from awqserve.config.model_config import ModelConfig
 from awqserve.errors import UnsupportedError
-from awqserve.layers.activation import SiluAndMul
 from awqserve.layers.attention import Attention, AttentionConfig
 from awqserve.layers.embedding import VocabEmbedding
 from awqserve.layers.linear import Linear
+from awqserve.layers.mlp import GatedMLP
 from awqserve.layers.norm import RMSNorm
 from awqserve.layers.rotary import RotaryEmbedding, rope_config_from_model
 from awqserve.models.base import CausalLM
 
 logger = logging.getLogger(__name__)
-
-
-class GatedMLP(nn.Module):
-    """down(silu(gate(x)) * up(x)) with gate|up fused into one projection."""
-
-    def __init__(self, hidden_size: int, intermediate_size: int, *, bias: bool = False) -> None:
-        super().__init__()
-        self.gate_up_proj = Linear(hidden_size, [intermediate_size, intermediate_size], bias=bias,
-                                   sources=["gate_proj", "up_proj"])
-        self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
-        self.act = SiluAndMul()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -91,9 +77,11 @@ class LlamaForCausalLM(CausalLM):
 
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = (r".*rotary_emb\.inv_freq",)
     compilable_decode: ClassVar[bool] = True
-    # Linear name -> checkpoint tensor it reuses when config.tie_word_embeddings and the checkpoint
-    # has no weight of its own (read by the loader).
-    tied_linears: ClassVar[dict[str, str]] = {"lm_head": "model.embed_tokens.weight"}
+    tied_linears: ClassVar[Mapping[str, str]] = MappingProxyType({"lm_head": "model.embed_tokens.weight"})
+    # Attention flavour of the family: Qwen2 always has q/k/v bias (and none on o_proj); Qwen3 has a
+    # per-head RMSNorm on q and k; Llama reads `attention_bias` from config.json.
+    qkv_bias_always: ClassVar[bool] = False
+    qk_norm: ClassVar[bool] = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
@@ -105,9 +93,11 @@ class LlamaForCausalLM(CausalLM):
     @classmethod
     def attention_config(cls, config: ModelConfig) -> AttentionConfig:
         bias = bool(config.get("attention_bias", False))
+        eps = float(config.get("rms_norm_eps", 1e-6))
         return AttentionConfig(hidden_size=config.hidden_size, num_heads=config.num_attention_heads,
                                num_kv_heads=config.num_kv_heads, head_dim=config.head_dim,
-                               rope=rope_config_from_model(config), qkv_bias=bias, o_bias=bias)
+                               rope=rope_config_from_model(config), qkv_bias=bias or cls.qkv_bias_always,
+                               o_bias=bias and not cls.qkv_bias_always, qk_norm_eps=eps if cls.qk_norm else None)
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:
@@ -120,20 +110,11 @@ class LlamaForCausalLM(CausalLM):
         c = self.config
         return CacheSpec(attention=[KVCacheSpec(c.num_kv_heads, c.head_dim) for _ in range(c.num_layers)])
 
-    def set_attention_backend(self, backend: AttentionBackend) -> None:
-        """Route every attention layer through `backend` (one shared instance per model)."""
-        for module in self.modules():
-            if isinstance(module, Attention):
-                module.backend = backend
-
 
 class Qwen2ForCausalLM(LlamaForCausalLM):
     """Qwen2 / Qwen2.5: Llama blocks with q/k/v bias (o_proj has none)."""
 
-    @classmethod
-    def attention_config(cls, config: ModelConfig) -> AttentionConfig:
-        base = super().attention_config(config)
-        return replace(base, qkv_bias=True, o_bias=False)
+    qkv_bias_always: ClassVar[bool] = True
 
     @classmethod
     def check_config(cls, config: ModelConfig) -> None:

@@ -9,7 +9,8 @@ is zero-centred (scale 1 + w). MLPs are sparse MoE blocks with a gated shared ex
 """
 from __future__ import annotations
 
-from typing import ClassVar
+from types import MappingProxyType
+from typing import ClassVar, Mapping
 
 import torch
 from torch import nn
@@ -24,7 +25,8 @@ from awqserve.layers.embedding import VocabEmbedding
 from awqserve.layers.gated_attention import gated_attention_config
 from awqserve.layers.gdn import GatedDeltaNet, GDNConfig
 from awqserve.layers.linear import Linear
-from awqserve.layers.moe import GatedMLP, MoEConfig, SparseMoE, detect_expert_layout
+from awqserve.layers.mlp import GatedMLP
+from awqserve.layers.moe import MoEConfig, SparseMoE, detect_expert_layout
 from awqserve.layers.norm import RMSNorm
 from awqserve.models.base import CausalLM
 
@@ -116,7 +118,7 @@ class Qwen3NextForCausalLM(CausalLM):
     """Qwen3-Next causal LM (e.g. Qwen3-Next-80B-A3B, in bf16 or compressed-tensors int4)."""
 
     ignored_checkpoint_keys: ClassVar[tuple[str, ...]] = (r"mtp\..*", r".*rotary_emb\.inv_freq")
-    tied_linears: ClassVar[dict[str, str]] = {"lm_head": "model.embed_tokens.weight"}
+    tied_linears: ClassVar[Mapping[str, str]] = MappingProxyType({"lm_head": "model.embed_tokens.weight"})
     # the decay parameters feed exp(): keep them float32 even in a bf16 model
     fp32_params: ClassVar[tuple[str, ...]] = (r".*linear_attn\.(A_log|dt_bias)",)
 
@@ -134,9 +136,3 @@ class Qwen3NextForCausalLM(CausalLM):
         gdn = GDNConfig.from_model(c)
         return CacheSpec(attention=[KVCacheSpec(c.num_kv_heads, c.head_dim) for k in self.kinds if k == FULL],
                          state=[gdn.state_spec() for k in self.kinds if k == LINEAR])
-
-    def set_attention_backend(self, backend: AttentionBackend) -> None:
-        """Route every attention layer through `backend` (one shared instance per model)."""
-        for module in self.modules():
-            if isinstance(module, Attention):
-                module.backend = backend

@@ -28,4 +28,5 @@ def resolve_model_class(architecture: str) -> type:
         raise UnsupportedError(
             f"unsupported model architecture {architecture!r}; supported: {', '.join(supported_architectures())}"
         ) from None
-    return getattr(importlib.import_module(module_name), class_name)
+    cls: type = getattr(importlib.import_module(module_name), class_name)
+    return cls

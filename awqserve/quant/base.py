@@ -58,7 +58,6 @@ class QuantizedTensor:
                                zeros, g)
 
 
-WeightLike = "torch.Tensor | QuantizedTensor"
 TensorGetter = Callable[[str], torch.Tensor]
 """Reads one tensor by full checkpoint name (raises ModelLoadError naming it if absent) and marks it consumed."""
 

@@ -12,17 +12,20 @@ Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
 - `Int4CudaKernel`: tinygemm for every M, one 0.5-byte copy (so the 80B flagship fits one GPU);
   slower than dense bf16 at large M, which `--weight-layout dense` trades for memory (untested here).
 
-Policies: "dense" (always dequantize), "int4" (int4-resident, smallest memory), "auto" (the rule measured
-in docs/benchmarks/cpu-linear-kernels.md: hybrid on CPU, int4-resident on CUDA).
+Policies (`WeightLayout`): DENSE (always dequantize), INT4 (int4-resident, smallest memory), AUTO (the
+rule measured in docs/benchmarks/cpu-linear-kernels.md: hybrid on CPU, int4-resident on CUDA). An
+explicit `--dtype` (`KernelPolicy.compute_dtype`) makes every kernel compute in that dtype.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Iterable
 
 import torch
+from torch import nn
 
+from awqserve.config.engine_config import LmHeadPrecision, WeightLayout
 from awqserve.layers.linear import DenseKernel, LinearKernel
 from awqserve.quant.base import QuantizedTensor
 
@@ -75,9 +78,13 @@ def _nibble_bytes(qt: QuantizedTensor) -> torch.Tensor:
 
 
 class Int4CpuKernel(LinearKernel):
-    """PyTorch CPU int4 weight-only matmul; activations run in bf16 (fp32 activations are 7-50x slower)."""
+    """PyTorch CPU int4 weight-only matmul. Activations run in `compute_dtype`: bf16 by default (fp32
+    activations are 7-50x slower), float32 when the user asks for it (`--dtype float32`)."""
 
-    def __init__(self, qt: QuantizedTensor) -> None:
+    packed: torch.Tensor
+    sz: torch.Tensor
+
+    def __init__(self, qt: QuantizedTensor, compute_dtype: torch.dtype = torch.bfloat16) -> None:
         super().__init__()
         group = int4_group(qt)
         if group is None or qt.shape[0] % 16:
@@ -86,29 +93,33 @@ class Int4CpuKernel(LinearKernel):
         self.out_features = qt.shape[0]
         u = qt.qweight.to(torch.int32) + 8
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(u.contiguous(), 1)
+        self.compute_dtype = compute_dtype
         self.register_buffer("packed", packed, persistent=False)
-        self.register_buffer("sz", _scales_and_zeros(qt, group).to(torch.bfloat16), persistent=False)
+        self.register_buffer("sz", _scales_and_zeros(qt, group).to(compute_dtype), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = x.shape[0]
         if m == 0:
             return x.new_zeros((0, self.out_features))
-        xb = x.to(torch.bfloat16).contiguous()
-        return torch.ops.aten._weight_int4pack_mm_for_cpu(xb, self.packed, self.group, self.sz).to(x.dtype)
+        xc = x.to(self.compute_dtype).contiguous()
+        out: torch.Tensor = torch.ops.aten._weight_int4pack_mm_for_cpu(xc, self.packed, self.group, self.sz).to(x.dtype)
+        return out
 
 
 def _packed_linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    return out
 
 
 # Inside a compiled graph the packed weight is an input, which inductor's own lowering of the oneDNN op
 # refuses (it wants a frozen constant); an opaque op of ours is called as an extern kernel instead.
-_LIB = torch.library.Library("awqserve", "FRAGMENT")
-_LIB.define("packed_linear(Tensor x, Tensor packed) -> Tensor")
-_LIB.impl("packed_linear", _packed_linear, "CompositeExplicitAutograd")
+# (torch.library's registration API is untyped; the ignores below are only that.)
+_LIB = torch.library.Library("awqserve", "FRAGMENT")  # type: ignore[no-untyped-call]
+_LIB.define("packed_linear(Tensor x, Tensor packed) -> Tensor")  # type: ignore[no-untyped-call]
+_LIB.impl("packed_linear", _packed_linear, "CompositeExplicitAutograd")  # type: ignore[no-untyped-call]
 
 
-@torch.library.register_fake("awqserve::packed_linear")
+@torch.library.register_fake("awqserve::packed_linear")  # type: ignore[untyped-decorator]
 def _(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
     return x.new_empty((x.shape[0], packed.shape[0]))
 
@@ -117,6 +128,8 @@ class PackedBf16Kernel(LinearKernel):
     """A bf16 weight reordered once into oneDNN's blocked layout (CPU): same numbers as `F.linear`
     (bit-identical, checked), less time re-blocking per call — measured on the demo's gate_up weight:
     181 vs 276 us at 16 rows, 60 vs 139 us at 1 row, ~3 % at 2048 rows."""
+
+    packed: torch.Tensor
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
@@ -129,13 +142,14 @@ class PackedBf16Kernel(LinearKernel):
             return x.new_zeros((0, self.out_features))
         xb = x.to(torch.bfloat16).contiguous()
         if torch.compiler.is_compiling():
-            return torch.ops.awqserve.packed_linear(xb, self.packed).to(x.dtype)
+            out: torch.Tensor = torch.ops.awqserve.packed_linear(xb, self.packed).to(x.dtype)
+            return out
         return _packed_linear(xb, self.packed).to(x.dtype)  # eager: skip the op dispatch (~15 us)
 
 
 def cpu_bf16_kernel(weight: torch.Tensor) -> LinearKernel:
     """The fastest exact kernel for a bf16 weight on this CPU: oneDNN-packed where available."""
-    if torch.backends.mkldnn.is_available() and cpu_has_native_bf16():
+    if torch.backends.mkldnn.is_available() and cpu_has_native_bf16():  # type: ignore[no-untyped-call]
         try:
             return PackedBf16Kernel(weight)
         except RuntimeError:  # a build without the oneDNN linear ops
@@ -151,7 +165,8 @@ class HybridKernel(LinearKernel):
         self.small, self.large, self.m_max = small, large, m_max
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.small(x) if x.shape[0] <= self.m_max else self.large(x)
+        out: torch.Tensor = self.small(x) if x.shape[0] <= self.m_max else self.large(x)
+        return out
 
 
 class Int8RowKernel(LinearKernel):
@@ -161,6 +176,9 @@ class Int8RowKernel(LinearKernel):
     lm_head: 1.6 ms vs 5.1 ms at one row, measured; it loses from 8 rows, so it sits inside a
     HybridKernel). llama.cpp's own GGUF of the demo keeps this tensor in Q8_0 as well.
     """
+
+    qweight: torch.Tensor
+    scales: torch.Tensor
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
@@ -175,7 +193,8 @@ class Int8RowKernel(LinearKernel):
         if x.shape[0] == 0:
             return x.new_zeros((0, self.out_features))
         xb = x.to(torch.bfloat16).contiguous()
-        return torch.ops.aten._weight_int8pack_mm(xb, self.qweight, self.scales).to(x.dtype)
+        out: torch.Tensor = torch.ops.aten._weight_int8pack_mm(xb, self.qweight, self.scales).to(x.dtype)
+        return out
 
 
 LM_HEAD_INT8_MAX_M = 4
@@ -183,16 +202,14 @@ LM_HEAD_INT8_MAX_M = 4
 5.6 vs 4.4 at 8)."""
 
 
-def logits_kernel(kernel: LinearKernel, device: torch.device, mode: str) -> LinearKernel:
+def logits_kernel(kernel: LinearKernel, device: torch.device, mode: LmHeadPrecision) -> LinearKernel:
     """The kernel for the logits projection (lm_head) given its built `kernel` and a mode:
-    "float" keeps it; "int8" adds an int8 per-row copy used for <= LM_HEAD_INT8_MAX_M rows;
-    "auto" does that on CPUs with native bf16 when the head already runs in bf16 (a bf16 checkpoint
+    FLOAT keeps it; INT8 adds an int8 per-row copy used for <= LM_HEAD_INT8_MAX_M rows;
+    AUTO does that on CPUs with native bf16 when the head already runs in bf16 (a bf16 checkpoint
     weight or bf16 activations): fp32 reference setups and quantized heads are kept as they are."""
-    if mode not in ("auto", "int8", "float"):
-        raise ValueError(f"lm_head precision must be auto, int8 or float, got {mode!r}")
-    if mode == "float" or device.type != "cpu" or not isinstance(kernel, DenseKernel):
+    if mode == LmHeadPrecision.FLOAT or device.type != "cpu" or not isinstance(kernel, DenseKernel):
         return kernel
-    if mode == "auto" and not (cpu_has_native_bf16() and kernel.weight.dtype == torch.bfloat16):
+    if mode == LmHeadPrecision.AUTO and not (cpu_has_native_bf16() and kernel.weight.dtype == torch.bfloat16):
         return kernel
     weight = kernel.weight.data
     return HybridKernel(Int8RowKernel(weight), cpu_bf16_kernel(weight), LM_HEAD_INT8_MAX_M)
@@ -208,6 +225,9 @@ class Int4CudaKernel(LinearKernel):
     A single copy on purpose: a second (dequantized or nibble) copy would double the weights of an
     80B checkpoint past one GPU. Not exercised by the CPU test-suite.
     """
+
+    packed: torch.Tensor
+    sz: torch.Tensor
 
     def __init__(self, qt: QuantizedTensor, device: torch.device) -> None:
         super().__init__()
@@ -226,39 +246,43 @@ class Int4CudaKernel(LinearKernel):
         if x.shape[0] == 0:
             return x.new_zeros((0, self.out_features))
         xb = x.to(torch.bfloat16).contiguous()
-        return torch.ops.aten._weight_int4pack_mm(xb, self.packed, self.group, self.sz).to(x.dtype)
+        out: torch.Tensor = torch.ops.aten._weight_int4pack_mm(xb, self.packed, self.group, self.sz).to(x.dtype)
+        return out
 
 
 @dataclass(frozen=True)
 class KernelPolicy:
-    """How `make_kernel` treats int4 weights.
+    """How `make_kernel` treats weights.
 
-    mode: "auto" | "int4" | "dense". `lm_head`: precision of the logits projection. `small_m_max`: rows up to which the int4 matmul is used in hybrid
-    mode (None: the device default). `dense_dtype`: dtype of dequantized copies (None: bf16 on CPUs with
-    native bf16, else the model dtype).
+    `mode`: the weight layout (WeightLayout; a string is converted). `lm_head`: precision of the logits
+    projection (DENSE always means FLOAT). `small_m_max`: rows up to which the int4 matmul is used in
+    hybrid mode (None: the device default). `dense_dtype`: dtype of dequantized copies (None: bf16 on
+    CPUs with native bf16, else the model dtype). `compute_dtype`: when set (an explicit `--dtype`),
+    every kernel computes in it — no bf16 shortcut; None lets kernels pick (bf16 where native).
     """
 
-    mode: str = "auto"
+    mode: WeightLayout = WeightLayout.AUTO
     small_m_max: int | None = None
     dense_dtype: torch.dtype | None = None
-    lm_head: str = "auto"  # auto | int8 | float, see `logits_kernel` (mode "dense" always means float)
+    lm_head: LmHeadPrecision = LmHeadPrecision.AUTO
+    compute_dtype: torch.dtype | None = None
 
     def __post_init__(self) -> None:
-        if self.mode not in ("auto", "int4", "dense"):
-            raise ValueError(f"kernel policy must be auto, int4 or dense, got {self.mode!r}")
-        if self.lm_head not in ("auto", "int8", "float"):
-            raise ValueError(f"lm_head precision must be auto, int8 or float, got {self.lm_head!r}")
+        object.__setattr__(self, "mode", WeightLayout(self.mode))
+        object.__setattr__(self, "lm_head", LmHeadPrecision(self.lm_head))
 
     @property
-    def lm_head_mode(self) -> str:
-        return "float" if self.mode == "dense" else self.lm_head
+    def lm_head_mode(self) -> LmHeadPrecision:
+        if self.mode == WeightLayout.DENSE or self.compute_dtype == torch.float32:
+            return LmHeadPrecision.FLOAT
+        return self.lm_head
 
 
 def _dense_dtype(policy: KernelPolicy, dtype: torch.dtype, device: torch.device) -> torch.dtype:
     if policy.dense_dtype is not None:
         return policy.dense_dtype
-    if policy.mode == "dense":  # the exact reference layout: everything in the model dtype
-        return dtype
+    if policy.mode == WeightLayout.DENSE or policy.compute_dtype is not None:
+        return dtype  # the exact reference layout, or an explicit dtype: everything in the model dtype
     if device.type == "cpu" and dtype == torch.float32 and cpu_has_native_bf16():
         return torch.bfloat16
     return dtype
@@ -267,10 +291,11 @@ def _dense_dtype(policy: KernelPolicy, dtype: torch.dtype, device: torch.device)
 def _float_weight_dtype(weight: torch.Tensor, policy: KernelPolicy, dtype: torch.dtype,
                         device: torch.device) -> torch.dtype:
     """Float weights run in the model dtype, except that a weight *stored* in bf16 stays bf16 on CPUs
-    that multiply bf16 natively (policy auto/int4): no information is lost, half the bytes are read
-    per token (the demo model's tied 49152x576 lm_head: 3.8 ms instead of 10 ms per decode step)."""
-    if (weight.dtype == torch.bfloat16 and device.type == "cpu" and policy.mode != "dense"
-            and cpu_has_native_bf16()):
+    that multiply bf16 natively (policy auto/int4, no explicit dtype): no information is lost, half the
+    bytes are read per token (the demo model's tied 49152x576 lm_head: 3.8 ms instead of 10 ms per
+    decode step)."""
+    if (weight.dtype == torch.bfloat16 and device.type == "cpu" and policy.mode != WeightLayout.DENSE
+            and policy.compute_dtype is None and cpu_has_native_bf16()):
         return torch.bfloat16
     return dtype
 
@@ -279,22 +304,22 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
                 policy: str | KernelPolicy = "auto") -> LinearKernel:
     """Build the kernel for one Linear weight on `device`; `dtype` is the model's activation dtype.
 
-    Float weights always get a DenseKernel in `dtype`. Int4 weights follow the policy; shapes the int4
-    kernels cannot take (N not a multiple of 16, group not a multiple of 32) fall back to dense.
+    Float weights always get a DenseKernel. Int4 weights follow the policy; shapes the int4 kernels
+    cannot take (N not a multiple of 16, group not a multiple of 32) fall back to dense.
     """
     device = torch.device(device)
-    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
+    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(WeightLayout(policy))
     if not isinstance(weight, QuantizedTensor):
         return DenseKernel(weight.to(device=device, dtype=_float_weight_dtype(weight, pol, dtype, device)))
     dense_dtype = _dense_dtype(pol, dtype, device)
 
     def dense() -> LinearKernel:
         w = weight.dequantize(torch.float32).to(device=device, dtype=dense_dtype)
-        if device.type == "cpu" and dense_dtype == torch.bfloat16 and pol.mode != "dense":
+        if device.type == "cpu" and dense_dtype == torch.bfloat16 and pol.mode != WeightLayout.DENSE:
             return cpu_bf16_kernel(w)
         return DenseKernel(w)
 
-    if pol.mode == "dense":
+    if pol.mode == WeightLayout.DENSE:
         return dense()
     if device.type == "cuda":
         try:
@@ -303,12 +328,13 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
             return dense()
     if device.type != "cpu" or int4_group(weight) is None or weight.shape[0] % 16:
         return dense()
-    if pol.mode == "int4":
-        return Int4CpuKernel(weight)
-    return HybridKernel(Int4CpuKernel(weight), dense(), pol.small_m_max or cpu_int4_max_m())
+    int4 = Int4CpuKernel(weight, pol.compute_dtype or torch.bfloat16)
+    if pol.mode == WeightLayout.INT4:
+        return int4
+    return HybridKernel(int4, dense(), pol.small_m_max or cpu_int4_max_m())
 
 
-def kernel_factory(policy: str | KernelPolicy = "auto") -> Callable[..., LinearKernel]:
-    """`make_kernel` bound to a policy, in the `(weight, device, dtype)` form `Linear.build_kernel` wants."""
-    pol = policy if isinstance(policy, KernelPolicy) else KernelPolicy(policy)
-    return functools.partial(make_kernel, policy=pol)
+def kernel_switch_points(modules: Iterable[nn.Module]) -> list[int]:
+    """Row counts at which some kernel among `modules` changes implementation (a call of m rows with
+    m <= point runs differently from m > point), sorted. Compiled decode graphs are split there."""
+    return sorted({m.m_max for m in modules if isinstance(m, HybridKernel)})

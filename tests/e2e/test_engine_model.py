@@ -82,7 +82,7 @@ def demo_model() -> Path:
 def _engine(model: Path, **kw: object) -> LLMEngine:
     # eager unless a test asks otherwise: compiled decode has its own tests (test_compiled_decode.py)
     cfg = {"device": "cpu", "max_model_len": 512, "kv_cache_memory": 256 << 20, "enforce_eager": True, **kw}
-    return LLMEngine(EngineConfig(model=str(model), **cfg))  # type: ignore[arg-type]
+    return LLMEngine.from_config(EngineConfig(model=str(model), **cfg))  # type: ignore[arg-type]
 
 
 def _run(engine: LLMEngine, prompts: list[list[int]], params: SamplingParams | list[SamplingParams],
@@ -219,7 +219,7 @@ def test_tiny_qwen3_next_hybrid_matches_transformers(tmp_path: Path) -> None:
 
     tiny = build("qwen3_next", tmp_path / "qn")
     engine = _engine(tiny.awq_dir, max_num_batched_tokens=7, max_num_seqs=4, weight_layout="dense")
-    assert not engine.enable_prefix_caching and engine.runner.num_state_slots == 4
+    assert not engine.scheduler.block_manager.enable_prefix_caching and engine.runner.num_state_slots == 4
     prompts = [list(range(10, 10 + n)) for n in (3, 11, 20, 30, 5)]
     outs = _run(engine, prompts, SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True))
     ref = load_reference(tiny)

@@ -26,11 +26,16 @@ CASES = [  # (method, path, json body, status, param, substring of the message)
     ("GET", "/v1/nothing-here", None, 404, None, "Unknown route"),
     ("DELETE", "/v1/models", None, 405, None, "not allowed"),
     ("GET", "/v1/chat/completions", None, 405, None, "not allowed"),
-    ("POST", "/v1/chat/completions", {"messages": MSG, "tools": [{"type": "function", "function": {"name": "f"}}]},
-     400, "tools", "tools"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "tools": [{"type": "custom", "function": {"name": "f"}}]},
+     400, "tools[0].type", "function tools"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "tool_choice": "required"}, 400, "tool_choice", "tool_choice"),
-    ("POST", "/v1/chat/completions", {"messages": MSG, "response_format": {"type": "json_object"}}, 400,
-     "response_format", "response_format"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "object", "properties": {"a": {"type": "strnig"}}}}}}, 400,
+     "response_format.json_schema", "invalid JSON schema"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "structured_outputs": {"regex": "a("}}, 400,
+     "structured_outputs.regex", "invalid regex"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "guided_json": {"type": "object"}, "guided_regex": "a"}, 400,
+     "guided_regex", "Conflicting"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "frobnicate": True}, 400, "frobnicate", "frobnicate"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "temperature": 2.5}, 422, "temperature", "temperature"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "max_tokens": "ten"}, 422, "max_tokens", "max_tokens"),
@@ -78,6 +83,7 @@ def test_sdk_raises_typed_errors(client: Any, model_name: str) -> None:
     assert "maximum context length is 512 tokens" in str(info.value)
     with pytest.raises(openai.UnprocessableEntityError):
         client.chat.completions.create(model=model_name, messages=MSG, temperature=7)
-    with pytest.raises(openai.BadRequestError, match="tools"):
+    with pytest.raises(openai.BadRequestError, match="tool_choice"):
         client.chat.completions.create(model=model_name, messages=MSG, tools=[
-            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}])
+            {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            tool_choice={"type": "function", "function": {"name": "g"}})

@@ -62,7 +62,8 @@ class FakeModel(CausalLM):
             if self.hybrid:
                 rec = ctx.recurrent_states[0]
                 slot = int(ctx.state_slots[b])
-                before = float(rec[slot, 0])
+                # a sequence with no computed tokens starts from zero (its slot may hold a previous owner's state)
+                before = float(rec[slot, 0]) if c else 0.0
                 assert abs(before - (float(sums[c - 1]) if c else 0.0)) < 1e-3, "state slot mismatch"
                 rec[slot, 0] = sums[-1]
             t += q
@@ -119,7 +120,7 @@ def make_engine(*, model: FakeModel | None = None, stats: object = None, **confi
     defaults.update(config)
     config_obj = EngineConfig(**defaults)  # type: ignore[arg-type]
     fake = model or FakeModel()
-    return LLMEngine(config_obj, model=fake, tokenizer=ByteTokenizer(), stats=stats)  # type: ignore[arg-type]
+    return LLMEngine.from_config(config_obj, model=fake, tokenizer=ByteTokenizer(), stats=stats)  # type: ignore[arg-type]
 
 
 def run_to_completion(engine) -> dict:  # type: ignore[no-untyped-def]

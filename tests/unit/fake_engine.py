@@ -1,30 +1,35 @@
-"""A deterministic stand-in for `AsyncEngine` (same interface) so the HTTP layer is testable without weights.
+"""A deterministic `EngineClient` (the protocol AsyncEngine implements) so the HTTP layer is testable without
+weights. Validation is the real engine's (`InputProcessor`), so limits answer exactly as in production.
 
 Tokenizer: a real `PreTrainedTokenizerFast`, byte-level with no merges (one token per byte) plus
 ChatML specials and a ChatML template. Generation: greedy requests spell PHRASE over and over;
 sampled ones draw lowercase letters from a `random.Random(seed + sample index)`. Slots: at most
 `max_num_seqs` requests run at once, the rest wait (so queue limits are observable). Triggers in
-the prompt text: `__oom__` fails the request with RequestError(503, "out_of_memory") after one
-token; `__die__` kills the engine. Env overrides (for the server-as-subprocess tests):
+the prompt text: `__script__:TEXT` answers exactly TEXT (`_script`); `__oom__` fails the request with
+RequestError(503, "out_of_memory") after one token; `__die__` kills the engine. Env overrides (for the server-as-subprocess tests):
 FAKE_ENGINE_LOAD_DELAY, FAKE_ENGINE_STEP_DELAY, FAKE_ENGINE_KV_USAGE.
 """
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Future
 import os
 import random
 import threading
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from awqserve.config.engine_config import EngineConfig
+from awqserve.engine.input_processor import InputProcessor
 from awqserve.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
+from awqserve.engine.structured_output import StructuredOutputManager
 from awqserve.errors import EngineDeadError, RequestError
 from awqserve.quant.base import QuantInfo
+from awqserve.structured import GrammarSpec
 
 PHRASE = "The quick brown fox jumps over the lazy dog. "
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -40,7 +45,8 @@ def build_fake_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",  # type: ignore[no-untyped-call]
+                                   pad_token="<|endoftext|>")
     fast.chat_template = CHATML
     return fast
 
@@ -51,7 +57,7 @@ def _env_float(name: str, default: float | None) -> float | None:
 
 
 class FakeAsyncEngine:
-    """Implements the AsyncEngine contract the server relies on; everything runs on the caller's loop."""
+    """Implements `EngineClient` (checked by mypy through `_CHECK` below); generation runs on the caller's loop."""
 
     def __init__(self, config: EngineConfig, load_delay: float | None = None, step_delay: float | None = None,
                  kv_usage: float | None = None) -> None:
@@ -63,10 +69,11 @@ class FakeAsyncEngine:
         self.dead = False
         self.error: BaseException | None = None
         self.stats = StatsHolder()
-        self.quant_info = QuantInfo(method="awq", format="pack-quantized", bits=4, group_size=128, symmetric=True)
         self.max_model_len = config.max_model_len or 256
-        self.model_config = SimpleNamespace(path=Path("/fake/fake-awq-model"), generation={})
+        self.info: EngineInfo | None = None
         self.tokenizer: Any = None
+        self._inputs: InputProcessor | None = None
+        self._structured: StructuredOutputManager | None = None
         self._running: set[str] = set()
         self._waiting: list[str] = []
         self._aborted: set[str] = set()
@@ -80,14 +87,32 @@ class FakeAsyncEngine:
         def load() -> None:
             time.sleep(self.load_delay)
             self.tokenizer = build_fake_tokenizer()
+            eos = (self.tokenizer.eos_token_id,)
+            quant = QuantInfo(method="awq", format="pack-quantized", bits=4, group_size=128, symmetric=True)
+            self.info = EngineInfo(model_name=self.config.served_model_name or "/fake/fake-awq-model",
+                                   model_path=Path("/fake/fake-awq-model"), max_model_len=self.max_model_len,
+                                   vocab_size=len(self.tokenizer), max_logprobs=self.config.max_logprobs,
+                                   eos_token_ids=eos, quant_info=quant)
+            self._inputs = InputProcessor(max_model_len=self.max_model_len, vocab_size=len(self.tokenizer),
+                                          max_logprobs=self.config.max_logprobs, eos_token_ids=eos)
+            self._structured = StructuredOutputManager(self.tokenizer, len(self.tokenizer), eos)
             self.stats.update(num_kv_blocks=1024, block_size=16, kv_cache_bytes=1 << 26)
             self._publish()
             self.ready = True
 
         threading.Thread(target=load, daemon=True).start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 10.0) -> None:
         self.shutdown_called = True
+
+    def compile_grammar(self, spec: GrammarSpec) -> Future[object]:
+        """The real engine's compiler over the fake tokenizer: bad schemas fail exactly as in production."""
+        assert self._structured is not None, "compile_grammar before the engine is ready"
+        return self._structured.compile(spec)  # type: ignore[return-value]
+
+    def check_request(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> None:
+        assert self._inputs is not None, "check_request before the engine is ready"
+        self._inputs.validate(prompt_token_ids, params)
 
     def num_waiting(self) -> int:
         return len(self._waiting)
@@ -134,7 +159,10 @@ class FakeAsyncEngine:
                    metrics: RequestMetrics) -> AsyncIterator[RequestOutput]:
         text_prompt = self.tokenizer.decode(prompt)
         self.stats.add(prompt_tokens=len(prompt))
-        samples = [_Sample(i, params, self.tokenizer) for i in range(params.n)]
+        assert self._inputs is not None
+        budget = self._inputs.max_tokens(len(prompt), params)
+        script = _script(text_prompt, self.tokenizer)
+        samples = [_Sample(i, params, self.tokenizer, budget, script) for i in range(params.n)]
         first = True
         while not all(s.finish for s in samples):
             await asyncio.sleep(self.step_delay)
@@ -161,6 +189,7 @@ class FakeAsyncEngine:
     def _finished(self, samples: list["_Sample"], prompt: list[int], m: RequestMetrics) -> None:
         for s in samples:
             self.stats.count_finished(s.finish or "stop")
+        assert m.scheduled_time is not None and m.first_token_time is not None
         for listener in self.stats.listeners:
             listener.on_request_finished(
                 finish_reason=samples[0].finish or "stop", prompt_tokens=len(prompt),
@@ -168,6 +197,19 @@ class FakeAsyncEngine:
                 ttft=m.first_token_time - m.arrival_time, prefill_time=0.001, decode_time=0.01,
                 e2e_time=(m.finished_time or time.monotonic()) - m.arrival_time)
             listener.on_step(num_prompt_tokens=0, num_generation_tokens=1, inter_token_latencies=[self.step_delay])
+
+
+SCRIPT = "__script__:"
+
+
+def _script(prompt_text: str, tok: Any) -> list[int] | None:
+    """Scripted output: a prompt whose last user turn says `__script__:TEXT` makes every sample answer
+    exactly TEXT (byte tokens), then stop — so tests drive the parsers through the real HTTP layer."""
+    at = prompt_text.rfind(SCRIPT)
+    if at < 0:
+        return None
+    text = prompt_text[at + len(SCRIPT):].split("<|im_end|>", 1)[0]
+    return [int(t) for t in tok.encode(text, add_special_tokens=False)]
 
 
 def _prompt_logprobs(prompt: list[int], params: SamplingParams) -> list[TokenLogprob | None] | None:
@@ -186,8 +228,10 @@ def _logprob(token_id: int, k: int) -> TokenLogprob:
 class _Sample:
     """One of a request's n samples: produces tokens, applies stop strings with hold-back, max_tokens."""
 
-    def __init__(self, index: int, params: SamplingParams, tok: Any) -> None:
-        self.index, self.p, self.tok = index, params, tok
+    def __init__(self, index: int, params: SamplingParams, tok: Any, max_tokens: int,
+                 script: list[int] | None = None) -> None:
+        self.index, self.p, self.tok, self.max_tokens = index, params, tok, max_tokens
+        self.script = script
         self.ids: list[int] = []
         self.sent = ""  # text already emitted
         self.finish: str | None = None
@@ -196,9 +240,11 @@ class _Sample:
         self.rng = random.Random(seed * 1000 + index)
 
     def _next_token(self) -> int:
+        if self.script is not None:
+            return self.script[len(self.ids)]
         if self.p.greedy:
-            return self.phrase[len(self.ids) % len(self.phrase)]
-        return self.tok.encode(self.rng.choice("abcdefghij "), add_special_tokens=False)[0]
+            return int(self.phrase[len(self.ids) % len(self.phrase)])
+        return int(self.tok.encode(self.rng.choice("abcdefghij "), add_special_tokens=False)[0])
 
     def step(self) -> CompletionOutput:
         if self.finish:
@@ -206,9 +252,9 @@ class _Sample:
         tid = self._next_token()
         self.ids.append(tid)
         text, stop = self._visible(self.tok.decode(self.ids))
-        if stop is not None:
+        if stop is not None or (self.script is not None and len(self.ids) == len(self.script)):
             self.finish = "stop"
-        elif self.p.max_tokens is not None and len(self.ids) >= self.p.max_tokens:
+        elif len(self.ids) >= self.max_tokens:
             self.finish = "length"
         hold = 0 if self.finish else max((len(s) - 1 for s in self.p.stop), default=0)
         emit = text[: max(len(self.sent), len(text) - hold)]
@@ -223,3 +269,9 @@ class _Sample:
             if at >= 0:
                 return (text[: at + len(s)] if self.p.include_stop_str_in_output else text[:at]), s
         return text, None
+
+
+if TYPE_CHECKING:  # the fake must keep matching the protocol the server depends on
+    from awqserve.engine.protocol import EngineClient
+
+    _CHECK: type[EngineClient] = FakeAsyncEngine

@@ -153,10 +153,16 @@ def test_models(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize("method, path, body, status, param", [
     ("POST", "/v1/chat/completions", {"messages": MSG, "model": "nope"}, 404, "model"),
-    ("POST", "/v1/chat/completions", {"messages": MSG, "tools": [{"type": "function"}]}, 400, "tools"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "tools": [{"type": "function"}]}, 422, "tools[0].function"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "tool_choice": "auto"}, 400, "tool_choice"),
-    ("POST", "/v1/chat/completions", {"messages": MSG, "response_format": {"type": "json_object"}}, 400,
-     "response_format"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "response_format": {"type": "json_schema", "json_schema": {
+        "name": "x", "schema": {"type": "nonsense"}}}}, 400, "response_format.json_schema"),
+    ("POST", "/v1/chat/completions", {"messages": MSG, "response_format": {"type": "json_object"},
+                                      "guided_regex": "a+"}, 400, "guided_regex"),
+    ("POST", "/v1/completions", {"prompt": "a", "structured_outputs": {"regex": "("}}, 400,
+     "structured_outputs.regex"),
+    ("POST", "/v1/completions", {"prompt": "a", "guided_decoding_backend": "outlines", "guided_json": {}}, 400,
+     "guided_decoding_backend"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "temperature": 9}, 422, "temperature"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "top_logprobs": 2}, 400, "top_logprobs"),
     ("POST", "/v1/chat/completions", {"messages": MSG, "logprobs": True, "top_logprobs": 50}, 400, "top_logprobs"),

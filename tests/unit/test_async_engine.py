@@ -11,7 +11,7 @@ from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.async_engine import AsyncEngine
 from awqserve.engine.outputs import RequestOutput
 from awqserve.engine.sampling_params import SamplingParams
-from awqserve.errors import EngineDeadError, RequestError
+from awqserve.errors import ContextLengthError, EngineDeadError, RequestError
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
 
@@ -44,7 +44,7 @@ def test_stream_and_concurrency() -> None:
             assert "".join(o.outputs[0].text_delta for o in outs) == outs[-1].outputs[0].text
 
     asyncio.run(main())
-    assert eng.ready and eng.max_model_len == 256 and eng.stats.snapshot().finished == {"length": 3}
+    assert eng.ready and eng.info is not None and eng.info.max_model_len == 256 and eng.stats.snapshot().finished == {"length": 3}
     eng.shutdown()
 
 
@@ -94,9 +94,9 @@ def test_request_errors() -> None:
         with pytest.raises(RequestError) as bad:
             await _collect(eng, [1, 13], "bad")
         assert bad.value.status == 500
-        with pytest.raises(RequestError) as invalid:
+        with pytest.raises(ContextLengthError) as invalid:  # the engine's own validation, a 400 over HTTP
             await _collect(eng, list(range(300)), "too-long")
-        assert invalid.value.status == 400
+        assert invalid.value.max_model_len == 256 and invalid.value.prompt_tokens == 300
         ok = await _collect(eng, [1, 2], "ok")  # the engine carries on
         assert ok[-1].outputs[0].token_ids == reference_greedy([1, 2], 12)
 

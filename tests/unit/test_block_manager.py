@@ -54,8 +54,9 @@ def test_prefix_hit_shares_blocks_and_skips_computed_tokens() -> None:
     b = _req(list(range(9)) + [99, 98], "b")
     cached = bm.find_cached_prefix(b)
     assert cached == a.block_ids[:2]
-    assert bm.allocate(b, b.num_tokens - len(cached) * BS, cached)
-    assert b.num_computed_tokens == 8
+    alloc = bm.allocate(b, b.num_tokens - len(cached) * BS, cached)
+    assert alloc is not None and alloc.num_cached_tokens == 8 and list(alloc.cached_blocks) == cached
+    assert list(alloc.new_blocks) == b.block_ids[2:]
     assert b.block_ids[:2] == a.block_ids[:2] and b.block_ids[2] != a.block_ids[2]
     assert bm.prefix_hits == 8 and bm.prefix_queries == 10 + 11
     # Shared blocks survive the first owner's free.

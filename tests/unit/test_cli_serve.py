@@ -39,8 +39,6 @@ def test_vllm_flags_map(tmp_path) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--enable-auto-tool-choice"], "tool calling"),
-    (["--tool-call-parser", "hermes"], "tool calling"),
     (["--tensor-parallel-size", "2"], "one device"),
     (["-tp", "4"], "one device"),
     (["--trust-remote-code"], "never runs model code"),
@@ -52,6 +50,16 @@ def test_refused_vllm_flags(argv: list[str], needle: str, capsys: pytest.Capture
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "awqserve does not implement" in err and needle in err
+
+
+def test_agent_flags_as_in_vllm(capsys: pytest.CaptureFixture[str]) -> None:
+    server, _ = serve.build_configs(parse("--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+                                    "--reasoning-parser", "qwen3"))
+    assert server.tool_parser_name == "hermes" and server.reasoning_parser == "qwen3"
+    assert serve.build_configs(parse(), environ={})[0].tool_parser_name == "hermes"  # no flags needed for tools
+    with pytest.raises(SystemExit):
+        parse("--tool-call-parser", "mistral")
+    assert "not a tool-call format awqserve parses" in capsys.readouterr().err
 
 
 def test_harmless_values_of_refused_flags_pass() -> None:

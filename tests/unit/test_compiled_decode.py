@@ -1,4 +1,4 @@
-"""The compiled decode step (engine/compiled_decode.py) against the eager path.
+"""The compiled decode step (compile/compiled_decode.py) against the eager path.
 
 The traceable attention is compared with the eager op directly (no compiler, fp32, 1e-5); the whole
 compiled step is compared through the engine on a tiny float32 Llama: greedy tokens must be identical
@@ -13,11 +13,13 @@ import torch
 
 from awqserve.attention.decode_op import build_decode_meta, paged_decode_eager, paged_decode_traceable
 from awqserve.config.engine_config import EngineConfig
-from awqserve.engine.compiled_decode import CompiledDecode, warmup_batch_sizes
+from awqserve.compile.compiled_decode import CompiledDecode, warmup_batch_sizes
 from awqserve.engine.llm_engine import LLMEngine
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.loader.load_model import load_model
-from _engine_fakes import ByteTokenizer
+from _engine_fakes import ByteTokenizer, FakeModel
+from awqserve.layers.linear import Linear
+from awqserve.quant.kernels import HybridKernel
 from test_models_dense import make_hf_model, save
 
 
@@ -39,19 +41,29 @@ def test_traceable_decode_equals_eager(lens: list[int]) -> None:
     assert torch.equal(cache_a, cache_b)  # the new K/V landed in the same slots
 
 
-def test_warmup_covers_each_side_of_every_kernel_switch() -> None:
-    from awqserve.quant.kernels import HybridKernel
+class _SwitchModel(FakeModel):
+    """A model whose decoder holds kernels switching at `switches` rows, and whose lm_head switches at 4
+    (the head runs after the graph, so its switch must not add graphs)."""
 
-    model = torch.nn.Sequential(HybridKernel(torch.nn.Identity(), torch.nn.Identity(), 8))  # type: ignore[arg-type]
-    assert warmup_batch_sizes(model, 64) == [1, 2, 9]  # type: ignore[arg-type]
-    assert warmup_batch_sizes(model, 8) == [1, 2]  # type: ignore[arg-type]
-    assert warmup_batch_sizes(torch.nn.Sequential(), 1) == [1]  # type: ignore[arg-type]
+    def __init__(self, switches: list[int]) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(HybridKernel(torch.nn.Identity(), torch.nn.Identity(), m)  # type: ignore[arg-type]
+                                          for m in switches)
+        self.lm_head = Linear(4, 4)
+        self.lm_head.kernel = HybridKernel(torch.nn.Identity(), torch.nn.Identity(), 4)  # type: ignore[arg-type]
+
+
+def test_warmup_covers_each_side_of_every_kernel_switch() -> None:
+    assert warmup_batch_sizes(_SwitchModel([8]), 64) == [1, 2, 9]
+    assert warmup_batch_sizes(_SwitchModel([8]), 8) == [1, 2]
+    assert warmup_batch_sizes(_SwitchModel([8, 16]), 64) == [1, 2, 9, 17]
+    assert warmup_batch_sizes(_SwitchModel([]), 1) == [1]
 
 
 def _engine(model_dir: Path, eager: bool) -> LLMEngine:
     config = EngineConfig(device="cpu", block_size=4, max_model_len=128, max_num_seqs=4,
                           max_num_batched_tokens=64, kv_cache_memory=1 << 20, enforce_eager=eager)
-    return LLMEngine(config, model=load_model(model_dir), tokenizer=ByteTokenizer())
+    return LLMEngine.from_config(config, model=load_model(model_dir), tokenizer=ByteTokenizer())
 
 
 def _greedy(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]]:

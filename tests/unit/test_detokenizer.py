@@ -5,25 +5,31 @@ from _engine_fakes import EOS, SPECIAL, ByteTokenizer
 from awqserve.engine.detokenizer import Detokenizer
 from awqserve.engine.request import Request, RequestStatus
 from awqserve.engine.sampling_params import SamplingParams
+from awqserve.engine.scheduler import check_stop
 
 PROMPT = list(b"Q: ")
 
 
 def _feed(tokens: list[int], params: SamplingParams, max_tokens: int = 100) -> tuple[list[str], str, Request]:
-    """Feed tokens one by one as the engine does; return the emitted deltas, final text, request."""
+    """Feed tokens one by one as the engine does (scheduler.check_stop, then the detokenizer's stop
+    strings); return the emitted deltas, final text, request."""
     detok = Detokenizer(ByteTokenizer())
     req = Request("r", PROMPT, params, max_tokens=max_tokens, eos_token_ids=(EOS,))
-    req.detok = detok.new_state(PROMPT)
+    st = detok.new_state(PROMPT)
     deltas = []
     for tok in tokens:
-        req.append_token(tok)
-        status = detok.process_token(req, tok)
+        req.all_token_ids.append(tok)
+        status = check_stop(req)
+        if status != RequestStatus.FINISHED_STOPPED:
+            stop = detok.process_token(st, tok, req.params, req.num_output_tokens)
+            if stop is not None:
+                status, req.stop_reason = RequestStatus.FINISHED_STOPPED, stop
         if status is not None:
             req.status = status
-        deltas.append(detok.take_delta(req.detok, status is not None))
+        deltas.append(detok.take_delta(st, status is not None))
         if status is not None:
             break
-    return deltas, req.detok.text[: req.detok.emitted], req
+    return deltas, st.text[: st.emitted], req
 
 
 def test_multibyte_characters_are_never_split() -> None:

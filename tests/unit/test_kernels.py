@@ -5,6 +5,8 @@ hybrid) 1e-2 relative — bf16 has an 8-bit mantissa, so rounding x and W costs 
 """
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from awqserve.layers.linear import DenseKernel, Linear
 from awqserve.quant.base import QuantizedTensor
 from awqserve.quant.kernels import (cpu_has_native_bf16, HybridKernel, Int4CpuKernel, Int4CudaKernel, KernelPolicy,
                                     PackedBf16Kernel, _scales_and_zeros, cpu_bf16_kernel, int4_group,
-                                    kernel_factory, make_kernel)
+                                    make_kernel)
 from awqserve.quant.packing import quantize_rtn
 
 BF16_TOL = 1e-2
@@ -145,13 +147,13 @@ def test_hybrid_dispatch_by_rows() -> None:
 
 
 def test_policy_validation_and_factory_with_linear() -> None:
-    with pytest.raises(ValueError, match="kernel policy"):
+    with pytest.raises(ValueError, match="not a valid WeightLayout"):
         KernelPolicy("fastest")
     parts = [make_qt(32, 64, 32, False, seed=s) for s in range(3)]
     lin = Linear(64, [32, 32, 32], sources=["q_proj", "k_proj", "v_proj"])
     lin.set_weight(parts, None)
     w = QuantizedTensor.concat_out(parts).dequantize()
-    lin.build_kernel(kernel_factory("auto"), torch.device("cpu"), torch.float32)
+    lin.build_kernel(functools.partial(make_kernel, policy=KernelPolicy("auto")), torch.device("cpu"), torch.float32)
     x = torch.randn(2, 5, 64)
     y = lin(x)
     assert y.shape == (2, 5, 96)
@@ -170,3 +172,17 @@ def test_cuda_int4_kernel(symmetric: bool) -> None:
         assert y.shape == (m, 256) and y.dtype == torch.bfloat16
         if m:
             assert rel_err(y, x.float() @ w.t()) < BF16_TOL
+
+
+@pytest.mark.parametrize("layout", ["auto", "int4"])
+def test_explicit_float32_is_honoured_by_int4_kernels(layout: str) -> None:
+    """`--dtype float32` (compute_dtype): the int4 kernel computes in fp32, so it matches the exact
+    dequantized fp32 product far tighter than the bf16 default does."""
+    qt = make_qt(64, 128, 32, True)
+    x = torch.randn(3, 128)
+    exact = x @ qt.dequantize(torch.float32).t()
+    fp32 = make_kernel(qt, "cpu", torch.float32, KernelPolicy(layout, compute_dtype=torch.float32))
+    small = fp32.small if isinstance(fp32, HybridKernel) else fp32
+    assert isinstance(small, Int4CpuKernel) and small.compute_dtype == torch.float32
+    assert rel_err(fp32(x), exact) < 1e-5
+    assert rel_err(make_kernel(qt, "cpu", torch.float32, KernelPolicy(layout))(x), exact) > 1e-4  # bf16 default

@@ -237,8 +237,8 @@ def test_engine_greedy_matches_reference(tiny, models, arch: str) -> None:
     write_tokenizer(tiny[arch].awq_dir)
     config = EngineConfig(model=str(tiny[arch].awq_dir), device="cpu", dtype="float32", max_num_seqs=3,
                           max_num_batched_tokens=16, block_size=4, kv_cache_memory=8 << 20)
-    engine = LLMEngine(config, model=ours, tokenizer=load_tokenizer(tiny[arch].awq_dir))
-    assert engine.enable_prefix_caching is (arch != "qwen3_next")  # no state snapshots: off for hybrids
+    engine = LLMEngine.from_config(config, model=ours, tokenizer=load_tokenizer(tiny[arch].awq_dir))
+    assert engine.scheduler.block_manager.enable_prefix_caching is (arch != "qwen3_next")  # no state snapshots: off for hybrids
     prompts = {f"r{i}": _prompt(n, seed=20 + i) for i, n in enumerate([5, 23, 70, 2])}  # 4 requests, 3 slots
     params = SamplingParams(temperature=0.0, max_tokens=32, ignore_eos=True)
     for rid, p in prompts.items():

@@ -67,7 +67,7 @@ def test_rotation_matches_hf_apply(name: str) -> None:
     # HF layout is [B, H, T, D]; cos/sin [B, T, D] get unsqueezed on dim 1.
     ref_q, ref_k = apply_rotary_pos_emb(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
                                         (emb.cos() * gain)[None], (emb.sin() * gain)[None])
-    got_q, got_k = RotaryEmbedding(_ours(hf))(positions, q, k)
+    got_q, got_k = RotaryEmbedding(_ours(hf))(positions, q, k, 201)
     torch.testing.assert_close(got_q, ref_q[0].transpose(0, 1), atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(got_k, ref_k[0].transpose(0, 1), atol=1e-6, rtol=1e-6)
 
@@ -76,9 +76,9 @@ def test_partial_rotary_passes_tail_through() -> None:
     cfg = RopeConfig(head_dim=32, rotary_dim=8, base=1e4)
     q, k = torch.randn(5, 2, 32), torch.randn(5, 1, 32)
     positions = torch.arange(5)
-    got_q, got_k = RotaryEmbedding(cfg)(positions, q, k)
+    got_q, got_k = RotaryEmbedding(cfg)(positions, q, k, 5)
     torch.testing.assert_close(got_q[..., 8:], q[..., 8:], atol=0, rtol=0)
-    full_q, _ = RotaryEmbedding(RopeConfig(head_dim=8, rotary_dim=8, base=1e4))(positions, q[..., :8], k[..., :8])
+    full_q, _ = RotaryEmbedding(RopeConfig(head_dim=8, rotary_dim=8, base=1e4))(positions, q[..., :8], k[..., :8], 5)
     torch.testing.assert_close(got_q[..., :8], full_q)
     assert not torch.equal(got_q[1:, :, :8], q[1:, :, :8])
 
@@ -86,8 +86,19 @@ def test_partial_rotary_passes_tail_through() -> None:
 def test_cache_grows_past_max_position() -> None:
     rope = RotaryEmbedding(RopeConfig(head_dim=8, rotary_dim=8, base=1e4, max_position=16))
     q = torch.randn(1, 1, 8)
-    far, _ = rope(torch.tensor([1000]), q, q)
+    far, _ = rope(torch.tensor([1000]), q, q, 1001)
     assert rope._cos is not None and rope._cos.shape[0] >= 1001
     angle = 1000 * 1.0  # the first frequency is 1 rad per position
     expect = q[0, 0, 0] * torch.cos(torch.tensor(angle)) - q[0, 0, 4] * torch.sin(torch.tensor(angle))
     torch.testing.assert_close(far[0, 0, 0], expect, atol=1e-4, rtol=1e-4)
+
+
+def test_presized_table_serves_positions_without_a_bound() -> None:
+    """num_positions=None (compiled steps): the table sized by ensure_cache is read as it is."""
+    rope = RotaryEmbedding(RopeConfig(head_dim=8, rotary_dim=8, base=1e4))
+    q, k = torch.randn(3, 2, 8), torch.randn(3, 1, 8)
+    positions = torch.tensor([0, 9, 30])
+    want = rope(positions, q, k, 31)
+    rope.ensure_cache(64, torch.device("cpu"))
+    got = rope(positions, q, k, None)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -14,7 +14,7 @@ def _req(params: SamplingParams, prompt: list[int] | None = None, outputs: list[
          rid: str = "r", eos: tuple[int, ...] = ()) -> Request:
     r = Request(rid, prompt or [1, 2, 3], params, max_tokens=100, eos_token_ids=eos)
     for t in outputs or []:
-        r.append_token(t)
+        r.all_token_ids.append(t)
     return r
 
 

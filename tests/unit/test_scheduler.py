@@ -7,7 +7,8 @@ from _engine_fakes import FakeModel, make_engine, reference_greedy, run_to_compl
 from awqserve.engine.block_manager import BlockManager
 from awqserve.engine.request import Request, RequestStatus
 from awqserve.engine.sampling_params import SamplingParams
-from awqserve.engine.scheduler import ModelRunnerOutput, Scheduler
+from awqserve.engine.batch import ModelRunnerOutput
+from awqserve.engine.scheduler import Scheduler
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
 
@@ -153,7 +154,7 @@ def test_n_samples_share_prompt_blocks() -> None:
 
 def test_hybrid_model_uses_state_slots_without_prefix_caching() -> None:
     eng = make_engine(model=FakeModel(hybrid=True), max_num_batched_tokens=5, max_num_seqs=3)
-    assert not eng.enable_prefix_caching and eng.runner.num_state_slots == 3
+    assert not eng.scheduler.block_manager.enable_prefix_caching and eng.runner.num_state_slots == 3
     prompts = [list(range(1, 1 + n)) for n in (4, 9, 13, 6)]
     for i, p in enumerate(prompts):
         eng.add_request(str(i), p, GREEDY)
@@ -180,7 +181,7 @@ def test_add_request_validation() -> None:
         eng.add_request("long", list(range(32)), GREEDY)
     with pytest.raises(ValueError, match="at least one"):
         eng.add_request("empty", [], GREEDY)
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(ValueError, match="outside the vocabulary"):
         eng.add_request("oov", [10_000], GREEDY)
     eng.add_request("ok", list(range(1, 30)), SamplingParams(max_tokens=None, temperature=0.0, ignore_eos=True))
     with pytest.raises(ValueError, match="already in use"):

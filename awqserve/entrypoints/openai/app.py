@@ -6,10 +6,9 @@ while the model loads (/health answers 503 "loading" meanwhile).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -17,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from awqserve.config.engine_config import EngineConfig
+from awqserve.engine.protocol import EngineClient
 from awqserve.entrypoints.openai import health, serving_models
 from awqserve.entrypoints.openai.errors import install_exception_handlers
 from awqserve.entrypoints.openai.metrics import CONTENT_TYPE, ServerMetrics
@@ -65,7 +65,9 @@ def _add_routes(app: FastAPI, config: ServerConfig) -> None:
 
 
 async def _metrics(request: Request) -> Response:
-    return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE)
+    metrics = get_state(request).metrics
+    assert metrics is not None  # the route exists only when metrics are on
+    return Response(metrics.render(), media_type=CONTENT_TYPE)
 
 
 @asynccontextmanager
@@ -80,13 +82,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _shutdown_engine(state.engine)
 
 
-async def _shutdown_engine(engine: Any) -> None:
+async def _shutdown_engine(engine: EngineClient | None) -> None:
     if engine is None:
         return
     try:
-        result = await asyncio.to_thread(engine.shutdown)
-        if inspect.isawaitable(result):
-            await result
+        await asyncio.to_thread(engine.shutdown)
     except Exception:  # noqa: BLE001 - shutting down anyway; log and go
         logger.exception("engine shutdown failed")
 

@@ -23,13 +23,14 @@ def health_body(state: AppState) -> dict[str, Any]:
     if phase == "dead":
         body["error"] = state.dead_reason()
         return body
-    snap = state.engine.stats.snapshot()
+    engine = state.require_engine()
+    snap = engine.stats.snapshot()
     body.update({
         "model": state.model_name, "ready": phase == "ready" and not state.queue_full(),
         "uptime_s": round(time.monotonic() - state.started_at, 3),
         "queue_depth": state.queue_depth(), "max_num_queued_reqs": state.config.max_num_queued_reqs,
         "num_running": int(snap.num_running), "kv_cache_usage": round(float(snap.kv_usage), 4),
-        "max_model_len": int(state.engine.max_model_len), "in_flight": state.tracker.api_requests,
+        "max_model_len": state.info.max_model_len, "in_flight": state.tracker.api_requests,
     })
     return body
 

@@ -8,10 +8,14 @@ Each app owns its registry, so several servers can live in one process (tests).
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from awqserve.engine.protocol import EngineClient
+    from awqserve.entrypoints.openai.state import AppState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LABELS = ["model_name", "engine"]
@@ -35,11 +39,14 @@ def token_buckets(limit: int = 1 << 20) -> list[float]:
 class ServerMetrics:
     """All collectors of one app. `attach(engine, name)` once the engine is ready."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: AppState) -> None:
         self.state = state
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
-        h = lambda name, doc, buckets: Histogram(name, doc, LABELS, buckets=buckets, registry=r)  # noqa: E731
+
+        def h(name: str, doc: str, buckets: list[float]) -> Histogram:
+            return Histogram(name, doc, LABELS, buckets=buckets, registry=r)
+
         self.ttft = h("vllm:time_to_first_token_seconds", "Time to first token.", _TTFT)
         self.itl = h("vllm:inter_token_latency_seconds", "Time between consecutive output tokens.", _ITL)
         self.e2e = h("vllm:e2e_request_latency_seconds", "End-to-end request latency.", _LATENCY)
@@ -62,7 +69,7 @@ class ServerMetrics:
 
     # ---- wiring ----
 
-    def attach(self, engine: Any, model_name: str) -> None:
+    def attach(self, engine: EngineClient, model_name: str) -> None:
         self.model_name = model_name
         labels = {"model_name": model_name, "engine": ENGINE_INDEX}
         for name in ("ttft", "itl", "e2e", "queue", "prefill", "decode", "prompt_len", "gen_len"):
@@ -150,7 +157,8 @@ class _SnapshotCollector:
         yield from self._info(lv)
 
     def _info(self, lv: list[str]) -> Iterator[Metric]:
-        q = getattr(self.m.state.engine, "quant_info", None)
+        engine = self.m.state.engine
+        q = engine.info.quant_info if engine is not None and engine.info is not None else None
         if q is None:
             return
         names = ["quant_method", "quant_format", "bits", "group_size", "symmetric"]

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,6 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from awqserve.entrypoints.openai.errors import APIError
 from awqserve.entrypoints.openai.limits import api_key_ok, bearer_token, client_key
 from awqserve.entrypoints.openai.runner import RequestContext
+
+if TYPE_CHECKING:
+    from awqserve.entrypoints.openai.state import AppState
 
 logger = logging.getLogger("awqserve.server")
 
@@ -38,7 +41,7 @@ def route_label(path: str) -> str:
 
 
 class ServerMiddleware:
-    def __init__(self, app: ASGIApp, state: Any) -> None:
+    def __init__(self, app: ASGIApp, state: AppState) -> None:
         self.app = app
         self.state = state
 
@@ -87,7 +90,7 @@ class ServerMiddleware:
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > cfg.max_request_body_bytes:
             return _too_large(cfg.max_request_body_bytes)
-        if ctx.client is not None:
+        if ctx.client is not None and self.state.limiter is not None:
             try:
                 self.state.limiter.acquire_request(ctx.client)
             except APIError as e:
@@ -116,7 +119,7 @@ class ServerMiddleware:
         h["x-request-id"] = ctx.request_id
         engine = state.engine
         if engine is not None and state.phase in ("ready", "draining"):
-            q = getattr(engine, "quant_info", None)
+            q = engine.info.quant_info if engine.info is not None else None
             if q is not None:
                 for key, value in q.as_dict().items():
                     if value is not None:

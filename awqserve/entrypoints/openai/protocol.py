@@ -6,11 +6,13 @@ naming the field, e.g. `messages[0].role`.
 """
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Mapping, Sequence, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from awqserve.entrypoints.openai.errors import APIError, bad_request, unsupported_parameter
+from awqserve.entrypoints.openai.protocol_agents import (ChatTool, MessageToolCall, ResponseFormat, StructuredFields,
+                                                         ToolChoice)
 
 _STRICT = ConfigDict(extra="allow", strict=True)
 
@@ -28,15 +30,21 @@ class ContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One message; extra keys (tool_call_id, …) are passed through to the chat template untouched."""
+    """One message; other keys are passed through to the chat template untouched. `tool_calls` (assistant)
+    and `tool_call_id` (tool) carry an agent's tool history; `reasoning_content` / `reasoning` are what we
+    returned earlier (templates decide whether to show them again)."""
 
     model_config = _STRICT
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
-class _SamplingRequest(BaseModel):
+class SamplingRequest(StructuredFields):
     """Fields shared by chat and completions (OpenAI's plus vLLM's sampling extensions)."""
 
     model_config = _STRICT
@@ -77,19 +85,24 @@ class _SamplingRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
-class ChatCompletionRequest(_SamplingRequest):
+class ChatCompletionRequest(SamplingRequest):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = False
     top_logprobs: int | None = Field(None, ge=0)
     add_generation_prompt: bool = True
+    tools: list[ChatTool] | None = None
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     @property
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-class CompletionRequest(_SamplingRequest):
+class CompletionRequest(SamplingRequest):
     prompt: str | list[str] | list[int] | list[list[int]]
     echo: bool | None = False
     logprobs: int | None = Field(None, ge=0)
@@ -118,7 +131,7 @@ class DetokenizeRequest(BaseModel):
 # ---- parsing and validation errors ----
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "union", "ContentPart", "ChatMessage",
-              "StreamOptions"}
+              "StreamOptions", "NamedToolChoice", "literal['none','auto','required']"}
 
 
 def _is_union_tag(part: object) -> bool:
@@ -138,7 +151,7 @@ def format_loc(loc: tuple[Any, ...]) -> str | None:
 _CODES = {"missing": "missing_required_parameter", "extra_forbidden": "unknown_parameter"}
 
 
-def validation_error(errors: list[dict[str, Any]]) -> APIError:
+def validation_error(errors: Sequence[Mapping[str, Any]]) -> APIError:
     """422 for the first schema error (after dropping union noise), naming the field in `param`."""
     first = errors[0]
     param = format_loc(tuple(first.get("loc", ())))
@@ -171,11 +184,8 @@ def parse_body(raw: bytes, model: type[M]) -> M:
 # ---- parameters we know but do not implement: refused by name ----
 
 _WHY = {
-    "tools": "Tool calling is not implemented.",
-    "tool_choice": "Tool calling is not implemented.",
-    "functions": "Function calling is not implemented.",
-    "function_call": "Function calling is not implemented.",
-    "response_format": "Structured output (json_object / json_schema) is not implemented.",
+    "functions": "The deprecated 'functions' parameter is not supported; send 'tools' instead.",
+    "function_call": "The deprecated 'function_call' parameter is not supported; send 'tool_choice' instead.",
     "suffix": "Insertion (suffix) is not implemented.",
 }
 
@@ -184,14 +194,6 @@ def _harmless(name: str, value: Any, extras: dict[str, Any]) -> bool:
     """Values equivalent to leaving the parameter out (what many clients send by default)."""
     if value is None:
         return True
-    if name == "tools":
-        return value == []
-    if name == "tool_choice":
-        return value == "none"
-    if name == "response_format":
-        return isinstance(value, dict) and value.get("type") == "text"
-    if name == "parallel_tool_calls":
-        return not extras.get("tools")
     if name in ("store",):
         return value is False
     if name in ("metadata",):

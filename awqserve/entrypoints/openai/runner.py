@@ -10,12 +10,15 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Awaitable, TypeVar
 
 from awqserve.engine.outputs import RequestOutput
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.entrypoints.openai.errors import APIError
-from awqserve.errors import EngineDeadError, RequestError
+from awqserve.errors import EngineDeadError, InvalidRequestError, RequestError
+
+if TYPE_CHECKING:
+    from awqserve.entrypoints.openai.state import AppState
 
 logger = logging.getLogger("awqserve.server")
 T = TypeVar("T")
@@ -78,6 +81,8 @@ def translate_engine_error(err: BaseException) -> APIError:
         return err
     if isinstance(err, EngineDeadError):
         return APIError(503, f"The engine has stopped: {err}", code="engine_dead", retry_after=30)
+    if isinstance(err, InvalidRequestError):
+        return APIError(400, str(err), param=err.param, code=err.code)
     if isinstance(err, RequestError):
         if err.status == 503 or "memory" in err.kind:
             return APIError(503, f"{err} {_OOM_HINT}", code=err.kind, retry_after=2)
@@ -91,12 +96,12 @@ def translate_engine_error(err: BaseException) -> APIError:
 class Generation:
     """The engine requests of one API request. Use `async with aclosing(gen.outputs())`."""
 
-    def __init__(self, state: Any, ctx: RequestContext, base_id: str, prompts: list[list[int]],
+    def __init__(self, state: AppState, ctx: RequestContext, base_id: str, prompts: list[list[int]],
                  params: list[SamplingParams]) -> None:
         self.state, self.ctx, self.prompts, self.params = state, ctx, prompts, params
         self.rids = [base_id] if len(prompts) == 1 else [f"{base_id}-{i}" for i in range(len(prompts))]
         self.timing = Timing(ctx.arrival)
-        self._queue: asyncio.Queue[tuple[int, Any, Any]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[int, RequestOutput | None, BaseException | object | None]] = asyncio.Queue()
         self._completion_tokens: dict[int, int] = {}
 
     @property
@@ -108,7 +113,7 @@ class Generation:
 
     async def _pump(self, idx: int) -> None:
         try:
-            gen = self.state.engine.generate(self.prompts[idx], self.params[idx], self.rids[idx])
+            gen = self.state.require_engine().generate(self.prompts[idx], self.params[idx], self.rids[idx])
             async for out in gen:
                 self._queue.put_nowait((idx, out, None))
             self._queue.put_nowait((idx, None, _DONE))
@@ -117,7 +122,7 @@ class Generation:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which decides the status
             self._queue.put_nowait((idx, None, e))
 
-    async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:
+    async def outputs(self) -> AsyncGenerator[tuple[int, RequestOutput], None]:
         """Yields (prompt index, incremental RequestOutput) until every engine request has finished."""
         state, n = self.state, len(self.rids)
         token = state.tracker.begin(n, self._abort_from_outside)
@@ -138,8 +143,9 @@ class Generation:
                     raise APIError(504, f"The request did not finish within --request-timeout ({timeout:g}s) and "
                                    "was aborted. Lower max_tokens or retry when the server is less busy.",
                                    code="request_timeout")
-                if err is not None:
+                if isinstance(err, BaseException):
                     raise translate_engine_error(err)
+                assert out is not None
                 self._observe(idx, out)
                 yield idx, out
         except asyncio.CancelledError:
@@ -162,7 +168,7 @@ class Generation:
         for i, task in enumerate(tasks):
             if not task.done():
                 task.cancel()  # cancelling the engine's iterator aborts the request
-            if i not in done:
+            if i not in done and self.state.engine is not None:
                 try:
                     self.state.engine.abort(self.rids[i])
                 except Exception:  # noqa: BLE001 - abort of an already-finished request is harmless

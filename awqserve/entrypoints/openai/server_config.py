@@ -37,6 +37,11 @@ class ServerConfig:
     log_level: str = "info"
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
+    # Agents: the tool-call format (hermes is the one we parse; "auto" picks it), the reasoning format
+    # (None: reasoning text stays in the content, as in vLLM without --reasoning-parser).
+    tool_call_parser: str = "auto"
+    reasoning_parser: str | None = None
+    responses_store_size: int = 1024  # responses kept for `previous_response_id` (0: stateless)
 
     def __post_init__(self) -> None:
         checks = [
@@ -49,10 +54,18 @@ class ServerConfig:
             (self.shutdown_timeout >= 0, "shutdown_timeout must be >= 0"),
             (self.max_request_body_bytes >= 1024, "max_request_body_bytes must be >= 1024"),
             (all(k for k in self.api_keys), "api keys must be non-empty"),
+            (self.tool_call_parser in ("auto", "hermes"), "tool_call_parser must be auto or hermes"),
+            (self.reasoning_parser in (None, "qwen3"), "reasoning_parser must be qwen3 (or unset)"),
+            (self.responses_store_size >= 0, "responses_store_size must be >= 0"),
         ]
         for ok, why in checks:
             if not ok:
                 raise ValueError(why)
+
+    @property
+    def tool_parser_name(self) -> str:
+        """The parser behind `tool_call_parser` ("auto": hermes, the format of Qwen3 and Qwen3-Next)."""
+        return "hermes" if self.tool_call_parser == "auto" else self.tool_call_parser
 
     @property
     def rate_limited(self) -> bool:

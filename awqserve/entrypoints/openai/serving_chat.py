@@ -1,27 +1,27 @@
-"""POST /v1/chat/completions: validate → chat template → admission → engine → JSON or SSE chunks."""
+"""POST /v1/chat/completions: validate → chat template → engine check → admission → engine → JSON or SSE."""
 from __future__ import annotations
 
-import time
 import uuid
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from awqserve.engine.outputs import CompletionOutput
 from awqserve.entrypoints.openai.errors import APIError, bad_request
 from awqserve.entrypoints.openai.logprobs import chat_logprobs
-from awqserve.entrypoints.openai.protocol import ChatCompletionRequest, parse_body, reject_unsupported
-from awqserve.entrypoints.openai.runner import ClientDisconnected, Generation, until_disconnect
-from awqserve.entrypoints.openai.sampling import build_params, check_logprobs, resolve_max_tokens
-from awqserve.entrypoints.openai.sse import SSEResponse, finish_stream, sse_event
-from awqserve.entrypoints.openai.state import AppState, get_ctx, get_state
-from awqserve.entrypoints.openai.tokenization import messages_to_dicts
-from awqserve.version import __version__
-
-FINGERPRINT = f"fp_awqserve_{__version__}"
+from awqserve.entrypoints.openai.protocol import ChatCompletionRequest
+from awqserve.entrypoints.openai.runner import Generation
+from awqserve.entrypoints.openai.sampling import build_params
+from awqserve.entrypoints.openai.serving_base import (Prepared, StreamChunks, check_with_engine, prepare, respond,
+                                                      response_base, usage)
+from awqserve.entrypoints.openai.sse import sse_event
+from awqserve.entrypoints.openai.chat_output import ChoiceOutput, stream_deltas
+from awqserve.entrypoints.openai.conversation import build_conversation
+from awqserve.entrypoints.openai.structured_request import compile_constraint
+from awqserve.parsers import ParserEvent
 
 
 def finish_reason(o: CompletionOutput) -> str | None:
@@ -32,134 +32,109 @@ def finish_reason(o: CompletionOutput) -> str | None:
 
 
 @dataclass
-class _Choice:
-    text: list[str] = field(default_factory=list)
-    tokens: int = 0
-    logprobs: list[Any] = field(default_factory=list)
-    finish: str | None = None
-
-
-@dataclass
 class ChatJob:
-    """A validated, admitted chat request ready to run."""
+    """A validated, admitted chat request ready to run: its prompt, options and one output per choice."""
 
-    state: AppState
-    req: ChatCompletionRequest
-    model: str
+    p: Prepared[ChatCompletionRequest]
     prompt: list[int]
     top_logprobs: int | None
     gen: Generation
     id: str
-    created: int = field(default_factory=lambda: int(time.time()))
+    choices: list[ChoiceOutput]
+
+    @property
+    def req(self) -> ChatCompletionRequest:
+        return self.p.req
 
     def base(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": FINGERPRINT}
+        return response_base(obj, self.id, self.p.created, self.p.model)
 
     def logprobs(self, o: CompletionOutput) -> dict[str, Any] | None:
         if self.top_logprobs is None:
             return None
-        return chat_logprobs(self.state.tokenizer, list(o.logprobs_delta or []), self.top_logprobs)  # type: ignore[arg-type]
+        return chat_logprobs(self.p.tok, list(o.logprobs_delta or []), self.top_logprobs)
 
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        p = len(self.prompt)
-        return {"prompt_tokens": p, "completion_tokens": completion_tokens, "total_tokens": p + completion_tokens}
+    def usage(self) -> dict[str, int]:
+        return usage(len(self.prompt), sum(c.tokens for c in self.choices))
+
+    def fold(self, o: CompletionOutput) -> tuple[ChoiceOutput, list[ParserEvent], str | None]:
+        """One sample's delta into its choice: (choice, parser events, API finish reason or None)."""
+        c = self.choices[o.index]
+        c.tokens += len(o.token_ids_delta)
+        reason = finish_reason(o)
+        events = c.feed(o.text_delta, reason is not None)
+        if reason is not None:
+            c.finish = c.finish_reason(reason)
+        return c, events, c.finish if reason is not None else None
 
 
 async def create_chat_completion(request: Request) -> Response:
-    state, ctx = get_state(request), get_ctx(request)
-    req = parse_body(await request.body(), ChatCompletionRequest)
-    reject_unsupported(req)
-    engine = state.require_engine()
-    model = state.resolve_model(req.model)
-    tok = state.tokenizer
-    assert tok is not None
-    prompt = tok.chat_prompt(messages_to_dicts(req.messages), req.add_generation_prompt)
-    k = _top_logprobs(req, state.engine_config.max_logprobs)
-    max_tokens = resolve_max_tokens(engine.max_model_len, len(prompt), req.requested_max_tokens, "messages")
-    params = build_params(req, engine=engine, vocab_size=tok.vocab_size, max_tokens=max_tokens, logprobs=k)
-    state.admit(ctx.client, len(prompt))
+    p = await prepare(request, ChatCompletionRequest)
+    req = p.req
+    conv = build_conversation(p)
+    k = _top_logprobs(req)
+    grammar = await compile_constraint(p.engine, conv.constraint)
+    params = build_params(req, generation=p.info.generation_defaults, max_tokens=req.requested_max_tokens,
+                          logprobs=k, grammar=grammar)
+    check_with_engine(p.engine, conv.prompt, params, prompt_param="messages", renames={"logprobs": "top_logprobs"})
+    p.state.admit(p.ctx.client, len(conv.prompt))
     rid = f"chatcmpl-{uuid.uuid4().hex}"
-    job = ChatJob(state, req, model, prompt, k, Generation(state, ctx, rid, [prompt], [params]), id=rid)
-    debug = ctx.debug
-    if req.stream:
-        return SSEResponse(chat_stream(job, debug))
-    try:
-        body = await until_disconnect(request.receive, chat_full(job))
-    except ClientDisconnected:
-        return Response(status_code=499)
-    return JSONResponse(body, headers=job.gen.timing.headers() if debug else None)
+    choices = [ChoiceOutput(conv.parser(), conv.reasoning) for _ in range(req.n)]
+    job = ChatJob(p, conv.prompt, k, Generation(p.state, p.ctx, rid, [conv.prompt], [params]), rid, choices)
+    return await respond(request, stream=bool(req.stream), debug=p.ctx.debug, timing=job.gen.timing,
+                         full=lambda: chat_full(job), events=lambda: chat_stream(job))
 
 
-def _top_logprobs(req: ChatCompletionRequest, max_logprobs: int) -> int | None:
+def _top_logprobs(req: ChatCompletionRequest) -> int | None:
     if not req.logprobs:
         if req.top_logprobs is not None:
             raise bad_request("top_logprobs requires logprobs to be true.", param="top_logprobs",
                               code="invalid_value")
         return None
-    k = req.top_logprobs or 0
-    check_logprobs(k, max_logprobs, "top_logprobs")
-    return k
+    return req.top_logprobs or 0
 
 
 async def chat_full(job: ChatJob) -> dict[str, Any]:
-    choices = [_Choice() for _ in range(job.req.n)]
     async with aclosing(job.gen.outputs()) as outs:
         async for _, out in outs:
             for o in out.outputs:
-                c = choices[o.index]
-                c.text.append(o.text_delta)
-                c.tokens += len(o.token_ids_delta)
+                c, _, _ = job.fold(o)
                 if job.top_logprobs is not None:
                     c.logprobs.extend((job.logprobs(o) or {}).get("content", []))
-                c.finish = finish_reason(o) or c.finish
     body = job.base("chat.completion")
     body["choices"] = [{
-        "index": i, "message": {"role": "assistant", "content": "".join(c.text), "refusal": None},
+        "index": i, "message": c.message(),
         "logprobs": None if job.top_logprobs is None else {"content": c.logprobs, "refusal": None},
         "finish_reason": c.finish or "stop",
-    } for i, c in enumerate(choices)]
-    body["usage"] = job.usage(sum(c.tokens for c in choices))
+    } for i, c in enumerate(job.choices)]
+    body["usage"] = job.usage()
     return body
 
 
-def chat_stream(job: ChatJob, debug: bool) -> AsyncIterator[bytes]:
-    """SSE: role chunk per choice, content deltas, a finish chunk per choice, optional usage, [DONE]."""
-    include_usage = job.req.include_usage
+def chat_stream(job: ChatJob) -> AsyncIterator[bytes]:
+    """SSE: role chunk per choice, content / reasoning / tool-call deltas, a finish chunk per choice,
+    optional usage, [DONE]."""
     n = job.req.n
-    tokens = 0
+    chunks = StreamChunks(lambda: job.base("chat.completion.chunk"), job.req.include_usage, job.p.ctx.debug,
+                          job.gen.timing, n)
 
-    def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict[str, Any]:
-        body = job.base("chat.completion.chunk")
-        body["choices"] = choices
-        if include_usage:
-            body["usage"] = usage
-        return body
+    def choice(i: int, delta: dict[str, Any], logprobs: Any = None, reason: str | None = None) -> bytes:
+        return sse_event(chunks.chunk([{"index": i, "delta": delta, "logprobs": logprobs,
+                                        "finish_reason": reason}], finish=reason is not None))
 
     async def events() -> AsyncIterator[bytes]:
-        nonlocal tokens
         for i in range(n):
-            yield sse_event(chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
-                                    "logprobs": None, "finish_reason": None}]))
-        finished = 0
+            yield choice(i, {"role": "assistant", "content": ""})
         async with aclosing(job.gen.outputs()) as outs:
             async for _, out in outs:
                 for o in out.outputs:
-                    tokens += len(o.token_ids_delta)
-                    reason = finish_reason(o)
-                    if not (o.text_delta or reason or o.logprobs_delta):
+                    c, evs, reason = job.fold(o)
+                    deltas = stream_deltas(evs, c.reasoning)
+                    lp = job.logprobs(o) if o.logprobs_delta else None
+                    if reason is None and not deltas and lp is None:
                         continue
-                    body = chunk([{"index": o.index, "delta": {"content": o.text_delta} if o.text_delta else {},
-                                   "logprobs": job.logprobs(o), "finish_reason": reason}])
-                    finished += reason is not None
-                    if debug and not include_usage and finished == n and reason is not None:
-                        body["awqserve_timing"] = job.gen.timing.figures()
-                    yield sse_event(body)
+                    for j, delta in enumerate(deltas or [{}]):
+                        last = j == max(len(deltas), 1) - 1
+                        yield choice(o.index, delta, lp if j == 0 else None, reason if last else None)
 
-    def usage_chunk() -> dict[str, Any]:
-        body = chunk([], job.usage(tokens))
-        if debug:
-            body["awqserve_timing"] = job.gen.timing.figures()
-        return body
-
-    return finish_stream(events(), usage_chunk if include_usage else None)
+    return chunks.finish(events(), job.usage)

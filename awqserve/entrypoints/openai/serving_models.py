@@ -13,15 +13,16 @@ from awqserve.entrypoints.openai.tokenization import messages_to_dicts
 
 
 def quantization(state: AppState) -> dict[str, Any]:
-    q = getattr(state.engine, "quant_info", None)
+    q = state.info.quant_info
     return q.as_dict() if q is not None else {"method": "none", "format": "float", "bits": None,
                                                "group_size": None, "symmetric": None}
 
 
 def model_card(state: AppState, name: str) -> dict[str, Any]:
+    info = state.info
     return {"id": name, "object": "model", "created": int(state.started_wall), "owned_by": "awqserve",
-            "root": str(getattr(state.engine.model_config, "path", name)), "parent": None,
-            "max_model_len": int(state.engine.max_model_len), "quantization": quantization(state)}
+            "root": str(info.model_path or name), "parent": None,
+            "max_model_len": info.max_model_len, "quantization": quantization(state)}
 
 
 async def list_models(request: Request) -> Response:
@@ -40,10 +41,8 @@ async def retrieve_model(request: Request) -> Response:
 async def tokenize(request: Request) -> Response:
     state = get_state(request)
     req = parse_body(await request.body(), TokenizeRequest)
-    engine = state.require_engine()
+    tok = state.require_tokenizer()
     state.resolve_model(req.model)
-    tok = state.tokenizer
-    assert tok is not None
     if (req.prompt is None) == (req.messages is None):
         raise bad_request("Send exactly one of 'prompt' or 'messages'.", param="prompt", code="invalid_value")
     if req.messages is not None:
@@ -51,7 +50,7 @@ async def tokenize(request: Request) -> Response:
     else:
         add_special = True if req.add_special_tokens is None else req.add_special_tokens
         ids = tok.encode(req.prompt or "", add_special_tokens=add_special)
-    body: dict[str, Any] = {"count": len(ids), "max_model_len": int(engine.max_model_len), "tokens": ids,
+    body: dict[str, Any] = {"count": len(ids), "max_model_len": state.info.max_model_len, "tokens": ids,
                             "token_strs": [tok.token_str(t) for t in ids] if req.return_token_strs else None}
     return JSONResponse(body)
 
@@ -59,12 +58,11 @@ async def tokenize(request: Request) -> Response:
 async def detokenize(request: Request) -> Response:
     state = get_state(request)
     req = parse_body(await request.body(), DetokenizeRequest)
-    state.require_engine()
+    tok = state.require_tokenizer()
     state.resolve_model(req.model)
-    tok = state.tokenizer
-    assert tok is not None
-    bad = [t for t in req.tokens if not 0 <= t < tok.vocab_size]
+    vocab = state.info.vocab_size
+    bad = [t for t in req.tokens if not 0 <= t < vocab]
     if bad:
-        raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{tok.vocab_size - 1}).",
+        raise bad_request(f"token id {bad[0]} is outside the vocabulary (0..{vocab - 1}).",
                           param="tokens", code="invalid_value")
     return JSONResponse({"prompt": tok.decode(req.tokens)})

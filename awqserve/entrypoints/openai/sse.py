@@ -11,6 +11,7 @@ import json
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Callable, Mapping
 
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from awqserve.entrypoints.openai.errors import APIError
@@ -49,16 +50,20 @@ async def finish_stream(events: AsyncIterator[bytes],
     yield DONE
 
 
-class SSEResponse:
-    """ASGI response streaming `body` (bytes events) with status 200, cancelled on client disconnect."""
+class SSEResponse(Response):
+    """ASGI response streaming `body` (bytes events) with status 200, cancelled on client disconnect.
+
+    A starlette `Response` by type (routes return it) whose ASGI call is entirely its own."""
 
     def __init__(self, body: AsyncIterator[bytes], headers: Mapping[str, str] | None = None) -> None:
-        self.body = body
-        self.headers = {**SSE_HEADERS, **(headers or {})}
+        self.events = body
+        self.status_code = 200
+        self.background = None
+        self.sse_headers = {**SSE_HEADERS, **(headers or {})}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = [(b"content-type", b"text/event-stream; charset=utf-8")]
-        raw += [(k.lower().encode(), str(v).encode()) for k, v in self.headers.items()]
+        raw += [(k.lower().encode(), str(v).encode()) for k, v in self.sse_headers.items()]
         stream = asyncio.ensure_future(self._stream(send, raw))
         watcher = asyncio.ensure_future(wait_disconnect(receive))
         try:
@@ -76,10 +81,10 @@ class SSEResponse:
     async def _stream(self, send: Send, raw_headers: list[tuple[bytes, bytes]]) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
         try:
-            async for chunk in self.body:
+            async for chunk in self.events:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
-            aclose = getattr(self.body, "aclose", None)
+            aclose = getattr(self.events, "aclose", None)
             if aclose is not None:
                 await aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -8,43 +8,44 @@ full (with Retry-After), 429 when the client's token budget is spent.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
+import functools
 import logging
-import os
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from awqserve.config.engine_config import EngineConfig
+from awqserve.engine.protocol import EngineClient, EngineInfo
 from awqserve.entrypoints.openai.errors import model_not_found, service_unavailable
 from awqserve.entrypoints.openai.limits import RateLimiter
 from awqserve.entrypoints.openai.runner import RequestContext
 from awqserve.entrypoints.openai.server_config import ServerConfig
 from awqserve.entrypoints.openai.tokenization import TokenizerView
 
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from awqserve.entrypoints.openai.metrics import ServerMetrics
+
 logger = logging.getLogger("awqserve.server")
+T = TypeVar("T")
 
-EngineFactory = Callable[[EngineConfig], Any]
-ENGINE_FACTORY_ENV = "AWQSERVE_ENGINE_FACTORY"  # "module:callable"; tests run the server on a fake engine
+EngineFactory = Callable[[EngineConfig], EngineClient]
 
 
-def default_engine_factory() -> EngineFactory:
-    spec = os.environ.get(ENGINE_FACTORY_ENV)
-    if spec:
-        module, _, attr = spec.partition(":")
-        return getattr(importlib.import_module(module), attr)
+def default_engine_factory(config: EngineConfig) -> EngineClient:
+    """The real engine: an AsyncEngine that loads the model on its own thread."""
     from awqserve.engine.async_engine import AsyncEngine
 
-    return AsyncEngine
+    return AsyncEngine(config)
 
 
-async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
+async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
     """Run `fn` in a daemon thread: a model still loading must not keep the process alive at exit."""
     loop = asyncio.get_running_loop()
-    fut: asyncio.Future[Any] = loop.create_future()
+    fut: asyncio.Future[T] = loop.create_future()
 
     def deliver(callback: Callable[[], Any]) -> None:
         try:
@@ -54,15 +55,25 @@ async def in_daemon_thread(fn: Callable[..., Any], *args: Any) -> Any:
 
     def target() -> None:
         try:
-            result: Any = fn(*args)
+            result = fn(*args)
         except BaseException as e:  # noqa: BLE001 - delivered to the awaiting coroutine
             # bind now: Python unbinds `e` when the except block ends, before the loop runs the callback
-            deliver(lambda err=e: fut.done() or fut.set_exception(err))
+            deliver(functools.partial(_fail, fut, e))
         else:
-            deliver(lambda: fut.done() or fut.set_result(result))
+            deliver(functools.partial(_succeed, fut, result))
 
     threading.Thread(target=target, name=f"awqserve-{getattr(fn, '__name__', 'boot')}", daemon=True).start()
     return await fut
+
+
+def _fail(fut: asyncio.Future[Any], err: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(err)
+
+
+def _succeed(fut: asyncio.Future[T], result: T) -> None:
+    if not fut.done():
+        fut.set_result(result)
 
 
 @dataclass
@@ -100,15 +111,15 @@ class AppState:
                  engine_factory: EngineFactory | None = None) -> None:
         self.config = config
         self.engine_config = engine_config
-        self.engine_factory = engine_factory
-        self.engine: Any = None
+        self.engine_factory: EngineFactory = engine_factory or default_engine_factory
+        self.engine: EngineClient | None = None
         self.boot_error: BaseException | None = None
         self.started_at = time.monotonic()
         self.started_wall = time.time()
         self.draining = False
         self.tracker = RequestTracker()
         self.limiter = RateLimiter(config.rate_limit_rpm, config.rate_limit_tpm) if config.rate_limited else None
-        self.metrics: Any = None  # ServerMetrics, set by the app unless metrics are disabled
+        self.metrics: ServerMetrics | None = None  # set by the app unless metrics are disabled
         self.tokenizer: TokenizerView | None = None
         self.on_fatal: Callable[[int], None] | None = None  # set by the server runner: exit with a code
         self._names: tuple[str, ...] = config.served_model_names
@@ -118,43 +129,39 @@ class AppState:
     async def boot(self) -> None:
         """Build and start the engine off the event loop; on load failure report and ask to exit(1)."""
         try:
-            factory = self.engine_factory or default_engine_factory()
-            self.engine = await in_daemon_thread(factory, self.engine_config)
-            started = await in_daemon_thread(self.engine.start)
-            if inspect.isawaitable(started):
-                await started
-            while not (self.engine.ready or self.engine.dead):
+            engine = await in_daemon_thread(self.engine_factory, self.engine_config)
+            self.engine = engine
+            await in_daemon_thread(engine.start)
+            while not (engine.ready or engine.dead):
                 await asyncio.sleep(0.05)
-            if self.engine.dead:
-                raise self.engine.error or RuntimeError("engine stopped while loading")
-            self._on_ready()
+            if engine.dead:
+                raise engine.error or RuntimeError("engine stopped while loading")
+            self._on_ready(engine)
         except Exception as e:  # noqa: BLE001 - any load failure ends the process with a clear message
             self.boot_error = e
             logger.error("model failed to load: %s", e)
             if self.on_fatal is not None:
                 self.on_fatal(1)
 
-    def _on_ready(self) -> None:
-        self.tokenizer = TokenizerView(self.engine.tokenizer, self.config.chat_template)
+    def _on_ready(self, engine: EngineClient) -> None:
+        info = engine.info
+        assert info is not None, "a ready engine knows its model"
+        self.tokenizer = TokenizerView(engine.tokenizer, self.config.chat_template)
         if not self._names:
-            self._names = (self._default_name(),)
+            self._names = (info.model_name,)
         if self.metrics is not None:
-            self.metrics.attach(self.engine, self.model_name)
-        q = self.engine.quant_info
+            self.metrics.attach(engine, self.model_name)
+        q = info.quant_info
         logger.info("model %s ready: max_model_len=%d, quantization=%s", self.model_name,
-                    self.engine.max_model_len, q.as_dict() if q is not None else None)
+                    info.max_model_len, q.as_dict() if q is not None else None)
 
-    def _default_name(self) -> str:
-        if self.engine_config.served_model_name:
-            return self.engine_config.served_model_name
-        if self.engine_config.model:
-            return self.engine_config.model
-        try:
-            from awqserve.tools.demo_model import DEMO_SERVED_NAME
-
-            return DEMO_SERVED_NAME
-        except ImportError:
-            return self.engine.model_config.path.name
+    @property
+    def info(self) -> EngineInfo:
+        """The served model's facts; only valid once the engine is ready (`require_engine`)."""
+        info = self.engine.info if self.engine is not None else None
+        if info is None:
+            raise service_unavailable("The model is still loading; retry shortly.", "model_loading", 5)
+        return info
 
     # ---- phase ----
 
@@ -178,15 +185,20 @@ class AppState:
         err = self.boot_error or (self.engine.error if self.engine is not None else None)
         return f"{type(err).__name__}: {err}" if err is not None else "engine stopped"
 
-    def require_engine(self) -> Any:
+    def require_engine(self) -> EngineClient:
         """The ready engine, or 503 with why not (loading / dead)."""
         phase = self.phase
-        if phase == "loading":
+        if phase == "loading" or self.engine is None:
             raise service_unavailable("The model is still loading; retry shortly.", "model_loading", 5)
         if phase == "dead":
             raise service_unavailable(f"The engine has stopped ({self.dead_reason()}); "
                                       "the server must be restarted.", "engine_dead", 30)
         return self.engine
+
+    def require_tokenizer(self) -> TokenizerView:
+        self.require_engine()
+        assert self.tokenizer is not None  # set before the phase turns ready
+        return self.tokenizer
 
     def resolve_model(self, requested: str | None) -> str:
         if requested is None or requested in self._names:
@@ -232,12 +244,13 @@ class AppState:
             self.metrics.rejected(reason)
 
 
-def get_state(request: Any) -> AppState:
-    return request.app.state.awqserve
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.awqserve
+    return state
 
 
-def get_ctx(request: Any) -> RequestContext:
-    ctx = request.scope.get("state", {}).get("ctx")
+def get_ctx(request: Request) -> RequestContext:
+    ctx: RequestContext | None = request.scope.get("state", {}).get("ctx")
     if ctx is None:  # only when the app runs without its middleware (unit tests of a single route)
         ctx = RequestContext(request_id=uuid.uuid4().hex, client=None, debug=False)
     return ctx

@@ -12,6 +12,7 @@ from typing import Any
 from awqserve.entrypoints.openai.errors import bad_request, unsupported_parameter
 from awqserve.entrypoints.openai.protocol import ChatMessage
 from awqserve.errors import AwqServeError
+from awqserve.loader.tokenizer import render_chat_template
 
 _BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -60,24 +61,29 @@ class TokenizerView:
         self._str_cache: dict[int, str] = {}
         self._bytes_cache: dict[int, list[int]] = {}
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tok)
-
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=add_special_tokens))
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return str(self.tok.decode(ids, skip_special_tokens=skip_special_tokens))
 
+    @property
+    def chat_template(self) -> str | None:
+        template = getattr(self.tok, "chat_template", None)
+        return template if isinstance(template, str) else None
+
     def chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> list[int]:
         """Token ids the model sees for `messages`; 400 if the model has no usable chat template."""
+        return self.render_chat(messages, add_generation_prompt)[1]
+
+    def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True, *,
+                    tools: list[dict[str, Any]] | None = None,
+                    template_kwargs: dict[str, Any] | None = None) -> tuple[str, list[int]]:
+        """(prompt text, token ids) for a conversation; 400 if the template cannot render it."""
         try:
-            try:
-                from awqserve.loader.tokenizer import apply_chat_template
-            except ImportError:  # engine side not present: render with transformers directly
-                return self._hf_chat_prompt(messages, add_generation_prompt)
-            return list(apply_chat_template(self.tok, messages, add_generation_prompt=add_generation_prompt))
+            text = render_chat_template(self.tok, messages, add_generation_prompt, tools=tools,
+                                        **(template_kwargs or {}))
+            return text, self.encode(text, add_special_tokens=False)
         except (ValueError, TypeError, KeyError, AwqServeError) as e:
             raise bad_request(f"Could not apply the chat template to these messages: {e}",
                               param="messages", code="chat_template_error") from None
@@ -86,10 +92,6 @@ class TokenizerView:
                 raise bad_request(f"The chat template rejected these messages: {e}",
                                   param="messages", code="chat_template_error") from None
             raise
-
-    def _hf_chat_prompt(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
-        text = self.tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
-        return self.encode(str(text), add_special_tokens=False)
 
     def token_str(self, token_id: int) -> str:
         s = self._str_cache.get(token_id)

@@ -23,16 +23,21 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from awqserve.attention.decode_op import build_decode_meta
+from awqserve.attention.decode_op import paged_decode_traceable
 from awqserve.attention.metadata import ForwardContext, build_context
-from awqserve.engine.graph_capture import CaptureBackend, CapturedGraph, GraphCall, step_tensors
+from awqserve.compile.graph_capture import CaptureBackend, CapturedGraph, GraphCall, step_tensors
 from awqserve.layers.rotary import RotaryEmbedding
 from awqserve.models.base import CausalLM
-from awqserve.quant.kernels import HybridKernel
+from awqserve.quant.kernels import kernel_switch_points
+
+TESTED_TORCH = ("2.13.",)
+"""torch releases the compiled path was tested on: it relies on inductor internals
+(`compile_fx`, graph example inputs), so other releases serve eager."""
 
 log = logging.getLogger(__name__)
 _SCRATCH_LEN = 37  # warm-up context length: prime, so it equals no model dimension
@@ -44,12 +49,23 @@ def _inductor_cache_dir() -> None:
     os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(base / "awqserve" / "inductor"))
 
 
+def torch_supported() -> bool:
+    return torch.__version__.startswith(TESTED_TORCH)
+
+
+def traced_view(ctx: ForwardContext) -> ForwardContext:
+    """The context a captured graph sees: no host bounds (rotary tables are pre-sized) and the
+    traceable decode attention."""
+    assert ctx.decode is not None
+    return replace(ctx, max_seq_len=None, decode=replace(ctx.decode, attend=paged_decode_traceable))
+
+
 def warmup_batch_sizes(model: CausalLM, max_num_seqs: int) -> list[int]:
-    """One batch size per graph the step can hit: 1, then one on each side of every hybrid switch."""
-    head = getattr(model, "lm_head", None)
-    in_graph = [m for m in model.modules() if isinstance(m, HybridKernel)
-                and not (head is not None and any(m is k for k in head.modules()))]
-    switches = sorted({m.m_max for m in in_graph})
+    """One batch size per graph the step can hit: 1, then one on each side of every kernel switch
+    point inside the graph (the logits projection runs after it and does not count)."""
+    head = model.logits_linear()
+    skip = {id(m) for m in head.modules()} if head is not None else set()
+    switches = kernel_switch_points(m for m in model.modules() if id(m) not in skip)
     sizes = [1]
     for edge in [1, *switches]:
         if edge + 1 <= max_num_seqs and edge + 1 not in sizes:
@@ -78,7 +94,8 @@ class CompiledDecode:
     def _forward(self, input_ids: torch.Tensor, ctx: ForwardContext) -> torch.Tensor:
         # Hidden states only: the logits projection runs eager after the graph. It is one matmul
         # (nothing to fuse), and its own rows-based kernel switch would otherwise add a graph.
-        return self.model(input_ids, ctx)
+        hidden: torch.Tensor = self.model(input_ids, ctx)
+        return hidden
 
     @staticmethod
     def eligible(ctx: ForwardContext) -> bool:
@@ -93,6 +110,7 @@ class CompiledDecode:
         key = max((s for s in self._direct if s <= b), default=None)
         if key is not None:
             return self._direct[key](input_ids, ctx)
+        ctx = traced_view(ctx)
         try:
             with torch.compiler.set_stance("default", skip_guard_eval_unsafe=self._warm):
                 return self._fn(input_ids, ctx)
@@ -116,9 +134,10 @@ class CompiledDecode:
         used = torch.tensor(sorted({x for t in tables for x in t}), device=self.device)
         for cache in kv_caches:  # CPU caches start uninitialised; the scratch reads must be finite
             cache.index_fill_(1, used, 0)
-        ctx = build_context(query_lens=[1] * b, context_lens=[n - 1 for n in lens], block_tables=tables,
-                            block_size=block_size, kv_caches=kv_caches, device=self.device)
-        ctx.decode = build_decode_meta(ctx.block_tables, lens, block_size)
+        ctx = traced_view(build_context(query_lens=[1] * b, context_lens=[n - 1 for n in lens],
+                                        block_tables=tables, block_size=block_size, kv_caches=kv_caches,
+                                        device=self.device))
+        assert ctx.decode is not None
         ids = torch.zeros(b, dtype=torch.int64, device=self.device)
         mark = torch._dynamo.mark_dynamic
         mark(ctx.decode.kv_slots, 1)
