@@ -29,12 +29,18 @@ NOTE = {"type": "function", "function": {"name": "note", "parameters": {
     "type": "object", "properties": {"level": {"type": "string", "enum": ["low", "high"]}},
     "required": ["level"], "additionalProperties": False}}}
 ASK = [{"role": "user", "content": "Look up gated delta networks."}]
-RUN: dict[str, Any] = {"temperature": 0, "max_tokens": 160, "parallel_tool_calls": False}
+RUN: dict[str, Any] = {"temperature": 0, "max_tokens": 400, "parallel_tool_calls": False}
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build("qwen3_next", tmp_path_factory.mktemp("q3n_tools"))
+    model = build("qwen3_next", tmp_path_factory.mktemp("q3n_tools"))
+    # byte tokens make the tool prompt long: serve the fixture at a 2k context (RoPE is computed, no weights change)
+    cfg_path = model.awq_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["max_position_embeddings"] = 2048
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +48,7 @@ def oai(tiny: TinyModel) -> Iterator[Any]:
     from openai import OpenAI
 
     proc: ServerProcess = start_server(tiny.awq_dir, ["--served-model-name", "tiny-qwen3-next", "--chat-template",
-                                                      str(TEMPLATE), "--weight-layout", "dense"])
+                                                      str(TEMPLATE), "--weight-layout", "dense", "--max-model-len", "2048"])
     yield OpenAI(base_url=proc.url + "/v1", api_key="unused", max_retries=0, timeout=120)
     proc.stop()
 
