@@ -101,3 +101,22 @@ def test_two_turn_tool_conversation(oai: Any) -> None:
     assert ch.finish_reason in ("stop", "length", "tool_calls")
     if ch.message.tool_calls:
         _valid(ch.message.tool_calls, [LOOKUP])
+
+
+def test_json_schema_n2_stream_and_choice(oai: Any) -> None:
+    schema = {"type": "object", "properties": {"label": {"type": "string", "enum": ["a", "b", "c"]},
+                                               "score": {"type": "integer", "minimum": 0, "maximum": 9}},
+              "required": ["label", "score"], "additionalProperties": False}
+    fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": schema}}
+    r = oai.chat.completions.create(model="tiny-qwen3-next", messages=ASK, response_format=fmt, n=2, seed=1,
+                                    temperature=0.9, max_tokens=300)
+    for ch in r.choices:
+        assert ch.finish_reason == "stop"
+        jsonschema.validate(json.loads(ch.message.content), schema)
+    text = "".join(c.choices[0].delta.content or "" for c in oai.chat.completions.create(
+        model="tiny-qwen3-next", messages=ASK, response_format=fmt, stream=True, temperature=0, max_tokens=300)
+        if c.choices)
+    jsonschema.validate(json.loads(text), schema)
+    r = oai.chat.completions.create(model="tiny-qwen3-next", messages=ASK, temperature=0, max_tokens=20,
+                                    extra_body={"structured_outputs": {"choice": ["red", "green"]}})
+    assert r.choices[0].message.content in ("red", "green")

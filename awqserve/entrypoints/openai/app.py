@@ -52,6 +52,10 @@ def _add_routes(app: FastAPI, config: ServerConfig) -> None:
     r = app.router
     r.add_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
     r.add_route("/v1/completions", create_completion, methods=["POST"])
+    from awqserve.entrypoints.openai import serving_responses  # Responses API (POST; GET/DELETE of stored ones)
+    r.add_route("/v1/responses", serving_responses.create_response, methods=["POST"])
+    r.add_route("/v1/responses/{response_id}", serving_responses.retrieve_response, methods=["GET"])
+    r.add_route("/v1/responses/{response_id}", serving_responses.delete_response, methods=["DELETE"])
     r.add_route("/v1/models", serving_models.list_models, methods=["GET"])
     r.add_route("/v1/models/{model_id:path}", serving_models.retrieve_model, methods=["GET"])
     r.add_route("/tokenize", serving_models.tokenize, methods=["POST"])
