@@ -18,13 +18,13 @@ Format decisions (all chunking-independent):
 """
 from __future__ import annotations
 
-from awqserve.parsers._text import NEWLINES, WHITESPACE, split_held
+from awqserve.parsers._text import NEWLINES, WHITESPACE, HeldTextParser, split_held
 from awqserve.parsers.events import ContentDelta, ParserEvent, ReasoningDelta
 
 _OPENING, _REASONING, _CONTENT = "opening", "reasoning", "content"
 
 
-class Qwen3ReasoningParser:
+class Qwen3ReasoningParser(HeldTextParser):
     """Streaming splitter of reasoning and content; one instance per generated sequence.
 
     Holds back at most a possible `<think>` at the start (with the whitespace before it), or a
@@ -35,37 +35,16 @@ class Qwen3ReasoningParser:
     END = "</think>"
 
     def __init__(self, starts_in_reasoning: bool = False) -> None:
+        super().__init__()
         self._starts_in_reasoning = starts_in_reasoning
         self._state = _OPENING
-        self._buf = ""
-        self._run: list[str] = []  # a held buffer of `_held_chars()` only, in pieces
         self._lstrip = False  # drop leading newlines: right after a tag
-        self._final = False
-        self._done = False
 
     @classmethod
     def prompt_opens_reasoning(cls, prompt: str) -> bool:
         """True when a rendered prompt ends inside an open think block (pass as
         `starts_in_reasoning`)."""
         return prompt.rstrip().endswith(cls.START)
-
-    def feed(self, delta: str) -> list[ParserEvent]:
-        """Consume the next piece of model output."""
-        if self._done:
-            raise RuntimeError("feed() after finish()")
-        held = self._held_chars()
-        if self._run and not self._final and not delta.strip(held):
-            self._run.append(delta)  # still only characters that may precede a tag
-            return []
-        self._buf = "".join(self._run) + self._buf + delta
-        self._run = []
-        out: list[ParserEvent] = []
-        while self._step(out):
-            pass
-        held = self._held_chars()
-        if held and self._buf and not self._buf.strip(held):
-            self._run, self._buf = [self._buf], ""
-        return out
 
     def finish(self) -> list[ParserEvent]:
         """End of output: release held text (a partial tag is text, not a tag)."""

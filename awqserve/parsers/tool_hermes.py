@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from awqserve.parsers._hermes_call import CallScanner, CallStatus
-from awqserve.parsers._text import WHITESPACE, find_first, split_held
+from awqserve.parsers._text import WHITESPACE, HeldTextParser, find_first, split_held
 from awqserve.parsers.accumulate import accumulate
 from awqserve.parsers.events import (ContentDelta, IdFactory, ParserEvent, ToolCallInvalid,
                                      random_call_id)
@@ -35,7 +35,7 @@ from awqserve.parsers.events import (ContentDelta, IdFactory, ParserEvent, ToolC
 _CONTENT, _CALL, _AFTER_CALL, _MALFORMED = "content", "call", "after_call", "malformed"
 
 
-class HermesToolParser:
+class HermesToolParser(HeldTextParser):
     """Streaming parser for hermes tool calls; one instance per generated sequence.
 
     `feed(delta)` returns the events the text so far makes certain; `finish()` flushes the rest
@@ -48,32 +48,13 @@ class HermesToolParser:
     CLOSE = "</tool_call>"
 
     def __init__(self, id_factory: IdFactory | None = None) -> None:
+        super().__init__()  # _buf: text not yet emitted (content states) or not yet scanned
         self._new_id = id_factory or random_call_id
         self._state = _CONTENT
-        self._buf = ""           # text not yet emitted (content states) or not yet scanned
-        self._run: list[str] = []  # a held whitespace-only buffer, in pieces (then _buf is "")
         self._lstrip = False     # drop leading whitespace (we are right after a call)
         self._gap = ""           # whitespace dropped before the current call's `<tool_call>`
         self._call: CallScanner | None = None
         self._next_index = 0
-        self._final = False
-        self._done = False
-
-    def feed(self, delta: str) -> list[ParserEvent]:
-        """Consume the next piece of model output."""
-        if self._done:
-            raise RuntimeError("feed() after finish()")
-        if self._run and not self._final and not delta.strip(WHITESPACE):
-            self._run.append(delta)  # still only whitespace that may precede a tag
-            return []
-        self._buf = "".join(self._run) + self._buf + delta
-        self._run = []
-        out: list[ParserEvent] = []
-        while self._step(out):
-            pass
-        if self._holds_whitespace() and self._buf and not self._buf.strip(WHITESPACE):
-            self._run, self._buf = [self._buf], ""
-        return out
 
     def finish(self) -> list[ParserEvent]:
         """End of output: release held text, close or fall back on an unfinished call."""
@@ -86,10 +67,9 @@ class HermesToolParser:
         self._done = True
         return out
 
-    def _holds_whitespace(self) -> bool:
-        """Whether a whitespace-only buffer is held whole in this state. Such a buffer is kept as a
-        list of pieces so a long run of whitespace deltas costs O(delta) each, not O(run)."""
-        return self._state in (_CONTENT, _MALFORMED) and not self._lstrip
+    def _held_chars(self) -> str:
+        """A whitespace-only buffer is held whole in content (it may precede a call)."""
+        return WHITESPACE if self._state in (_CONTENT, _MALFORMED) and not self._lstrip else ""
 
     # -- states: each returns True when it changed state and the loop should continue ----------
     def _step(self, out: list[ParserEvent]) -> bool:

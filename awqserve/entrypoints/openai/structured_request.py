@@ -12,7 +12,7 @@ the reasoning block.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from awqserve.engine.protocol import EngineClient
 from awqserve.entrypoints.openai.errors import APIError, bad_request, unsupported_parameter
@@ -22,41 +22,36 @@ from awqserve.structured import GrammarError, GrammarSpec, ReasoningPrefix, Tool
 BACKEND_NAMES = (None, "auto", "guidance", "llguidance")  # what `guided_decoding_backend` may say
 
 
+_Build = Callable[[Any], GrammarSpec]
+
+
+def _found(fields: list[tuple[str, Any, _Build]]) -> list[tuple[str, GrammarSpec]]:
+    """(field, spec) for every field of (name, value, constructor) that has a value; a spec that cannot
+    be built is a 400 naming its field."""
+    return [(name, _spec(lambda: build(value), name)) for name, value, build in fields if value is not None]
+
+
 def _structured_outputs(req: SamplingRequest) -> list[tuple[str, GrammarSpec]]:
     so = req.structured_outputs
     if so is None:
         return []
-    found = []
-    if so.json_ is not None:
-        found.append(("structured_outputs.json", GrammarSpec.json_schema(so.json_)))
-    if so.regex is not None:
-        found.append(("structured_outputs.regex", GrammarSpec.regex(so.regex)))
-    if so.choice is not None:
-        found.append(("structured_outputs.choice", GrammarSpec.choice(so.choice)))
-    if so.grammar is not None:
-        found.append(("structured_outputs.grammar", GrammarSpec.grammar(so.grammar)))
-    if so.json_object:
-        found.append(("structured_outputs.json_object", GrammarSpec.json_object()))
-    return found
+    return _found([("structured_outputs.json", so.json_, GrammarSpec.json_schema),
+                   ("structured_outputs.regex", so.regex, GrammarSpec.regex),
+                   ("structured_outputs.choice", so.choice, GrammarSpec.choice),
+                   ("structured_outputs.grammar", so.grammar, GrammarSpec.grammar),
+                   ("structured_outputs.json_object", so.json_object or None, lambda _: GrammarSpec.json_object())])
 
 
 def _guided(req: SamplingRequest) -> list[tuple[str, GrammarSpec]]:
     if req.guided_decoding_backend not in BACKEND_NAMES:
         raise unsupported_parameter("guided_decoding_backend", f"This server decodes with llguidance; got "
                                     f"{req.guided_decoding_backend!r} (use 'auto' or leave it out).")
-    found = []
-    if req.guided_json is not None:
-        found.append(("guided_json", GrammarSpec.json_schema(req.guided_json)))
-    if req.guided_regex is not None:
-        found.append(("guided_regex", GrammarSpec.regex(req.guided_regex)))
-    if req.guided_choice is not None:
-        if not req.guided_choice:
-            raise bad_request("guided_choice must list at least one string.", param="guided_choice",
-                              code="invalid_value")
-        found.append(("guided_choice", GrammarSpec.choice(req.guided_choice)))
-    if req.guided_grammar is not None:
-        found.append(("guided_grammar", GrammarSpec.grammar(req.guided_grammar)))
-    return found
+    if req.guided_choice is not None and not req.guided_choice:
+        raise bad_request("guided_choice must list at least one string.", param="guided_choice", code="invalid_value")
+    return _found([("guided_json", req.guided_json, GrammarSpec.json_schema),
+                   ("guided_regex", req.guided_regex, GrammarSpec.regex),
+                   ("guided_choice", req.guided_choice, GrammarSpec.choice),
+                   ("guided_grammar", req.guided_grammar, GrammarSpec.grammar)])
 
 
 def _response_format(req: ChatCompletionRequest) -> list[tuple[str, GrammarSpec]]:
@@ -69,7 +64,7 @@ def _response_format(req: ChatCompletionRequest) -> list[tuple[str, GrammarSpec]
         raise bad_request("response_format of type json_schema needs a json_schema object.",
                           param="response_format.json_schema", code="missing_required_parameter")
     schema = rf.json_schema.schema_ if rf.json_schema.schema_ is not None else {}
-    return [("response_format.json_schema", GrammarSpec.json_schema(schema))]
+    return _found([("response_format.json_schema", schema, GrammarSpec.json_schema)])
 
 
 def _one(found: list[tuple[str, GrammarSpec]]) -> tuple[str, GrammarSpec] | None:
@@ -89,14 +84,14 @@ def _spec(build: Any, param: str) -> Any:
 
 def completion_constraint(req: SamplingRequest) -> tuple[str, GrammarSpec] | None:
     """The constraint of a completions request: `structured_outputs` or a `guided_*` field."""
-    return _one(_spec(lambda: _structured_outputs(req) + _guided(req), "structured_outputs"))
+    return _one(_structured_outputs(req) + _guided(req))
 
 
 def chat_constraint(req: ChatCompletionRequest, tools: list[dict[str, Any]], *, reasoning: bool,
                     starts_in_reasoning: bool) -> tuple[str, GrammarSpec] | None:
     """(field that asked for it, spec) of a chat request, or None. `tools`: the offered tools
     (empty when none are, or tool_choice is "none")."""
-    fmt = _one(_spec(lambda: _response_format(req) + _structured_outputs(req) + _guided(req), "response_format"))
+    fmt = _one(_response_format(req) + _structured_outputs(req) + _guided(req))
     found = fmt
     if tools:
         found = ("tools", _spec(lambda: _tool_spec(req, tools, fmt), "tools"))
