@@ -15,7 +15,7 @@ import pytest
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.entrypoints.openai.server_config import ServerConfig
-from server_harness import RunningServer, run_server
+from server_harness import run_server
 from test_app_api import sse
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {

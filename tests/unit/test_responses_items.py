@@ -67,6 +67,8 @@ def test_a_call_without_text_opens_its_own_assistant_turn() -> None:
     ([{"role": "robot", "content": "x"}], 422, "input[0].role"),
     ([{"type": "function_call", "name": "f", "arguments": "{}"}], 422, "input[0].call_id"),
     ([{"role": "user", "content": "x", "colour": "red"}], 422, "input[0].colour"),
+    ([{"role": "user", "content": [{"type": "input_text"}]}], 422, "input[0].content[0]"),
+    ([{"role": "user", "content": [{"text": "x"}]}], 422, "input[0].content[0].type"),
     (["just a string"], 422, "input[0]"),
     ([], 400, "input"),
 ])
@@ -100,12 +102,13 @@ def test_tools_choice_and_format_translate_to_chat() -> None:
     js = TextFormat.model_validate({"type": "json_schema", "name": "p", "schema": {"type": "object"}, "strict": True})
     assert chat_response_format(js) == {"type": "json_schema",
                                         "json_schema": {"name": "p", "schema": {"type": "object"}, "strict": True}}
-    assert chat_response_format(TextFormat(type="json_object")) == {"type": "json_object"}
+    assert chat_response_format(TextFormat.model_validate({"type": "json_object"})) == {"type": "json_object"}
 
 
 @pytest.mark.parametrize("tool, param", [({"type": "web_search"}, "tools[0].type"),
                                          ({"type": "mcp", "server_label": "x"}, "tools[0].type"),
-                                         ({"type": "function", "name": "f", "output_schema": {}}, "tools[0].output_schema"),
+                                         ({"type": "function", "name": "f", "output_schema": {}},
+                                          "tools[0].output_schema"),
                                          ({"type": "function"}, "tools[0].name")])
 def test_unsupported_tools(tool: dict[str, Any], param: str) -> None:
     with pytest.raises(APIError) as e:
@@ -139,7 +142,8 @@ def test_output_items_and_their_events() -> None:
     reasoning, message, call = out.output
     assert reasoning["content"] == [{"type": "reasoning_text", "text": "hm"}] and reasoning["summary"] == []
     assert message["content"][0]["text"] == "Hi!" and message["status"] == "completed"
-    assert (call["call_id"], call["name"], call["arguments"], call["status"]) == ("call_a", "f", '{"x": 1}', "completed")
+    assert (call["call_id"], call["name"], call["arguments"]) == ("call_a", "f", '{"x": 1}')
+    assert call["status"] == "completed"
     assert [e["output_index"] for e in events if e["type"] == "response.output_item.done"] == [0, 1, 2]
     assert events[6]["item"]["content"] == [] and events[6]["item"]["status"] == "in_progress"  # a snapshot
     assert json.loads(events[-2]["arguments"]) == {"x": 1}
@@ -162,13 +166,19 @@ def test_empty_output_is_one_empty_message() -> None:
 
 
 def test_reasoning_counter() -> None:
-    c = ReasoningCounter(starts_in_reasoning=True)
-    c.count(2, [])  # markup only, inside the block
+    c = ReasoningCounter(starts_in_reasoning=False)
+    c.count(2, [])  # <think>: markup, before any text
     c.count(3, [ReasoningDelta("a")])
     c.count(1, [])  # part of </think>, held back
-    c.count(2, [ReasoningDelta("b"), ContentDelta("c")])  # straddles the end: answer
-    c.count(4, [])
     assert c.tokens == 6
+    c.count(2, [ReasoningDelta("b"), ContentDelta("c")])  # straddles the end: answer
+    c.count(4, [ContentDelta("d")])
+    c.count(1, [])  # trailing markup after the answer
+    assert c.tokens == 6
+    c = ReasoningCounter(starts_in_reasoning=True)  # the template opened the block
+    c.count(5, [])
+    c.count(2, [ToolCallStart(0, "call_a", "f")])
+    assert c.tokens == 5
 
 
 def test_framer_numbers_events_from_zero() -> None:

@@ -68,7 +68,9 @@ def random_walk(tok: Any, matcher: Any, rng: random.Random) -> str:
         choices = sorted(allowed(bitmask))
         assert choices, f"dead end after {tok.decode(out)!r}"
         assert max(choices) < len(tok), "a padding id was allowed"
-        token = rng.choice(choices)
+        # uniform among allowed tokens, but take an allowed EOS now and then: open-ended grammars
+        # (parallel tool calls) would otherwise walk on past any step bound
+        token = eos if eos in choices and rng.random() < 0.2 else rng.choice(choices)
         assert matcher.accept_token(token)
         if token == eos:
             assert matcher.is_terminated()

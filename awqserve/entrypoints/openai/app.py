@@ -17,7 +17,7 @@ from starlette.responses import Response
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.protocol import EngineClient
-from awqserve.entrypoints.openai import health, serving_models
+from awqserve.entrypoints.openai import health, serving_models, serving_responses
 from awqserve.entrypoints.openai.errors import install_exception_handlers
 from awqserve.entrypoints.openai.metrics import CONTENT_TYPE, ServerMetrics
 from awqserve.entrypoints.openai.middleware import ServerMiddleware, memory_warning
@@ -52,7 +52,6 @@ def _add_routes(app: FastAPI, config: ServerConfig) -> None:
     r = app.router
     r.add_route("/v1/chat/completions", create_chat_completion, methods=["POST"])
     r.add_route("/v1/completions", create_completion, methods=["POST"])
-    from awqserve.entrypoints.openai import serving_responses  # Responses API (POST; GET/DELETE of stored ones)
     r.add_route("/v1/responses", serving_responses.create_response, methods=["POST"])
     r.add_route("/v1/responses/{response_id}", serving_responses.retrieve_response, methods=["GET"])
     r.add_route("/v1/responses/{response_id}", serving_responses.delete_response, methods=["DELETE"])

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,8 +26,8 @@ logger = logging.getLogger("awqserve.server")
 
 API_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
 QUIET_PATHS = ("/health", "/metrics")  # probed often: logged at debug level only
-KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize", "/detokenize",
-                "/health", "/health/live", "/health/ready", "/metrics", "/version"}
+KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize",
+                "/detokenize", "/health", "/health/live", "/health/ready", "/metrics", "/version"}
 
 
 def is_api(path: str) -> bool:
@@ -37,7 +37,9 @@ def is_api(path: str) -> bool:
 def route_label(path: str) -> str:
     if path in KNOWN_ROUTES:
         return path
-    return "/v1/models/{model_id}" if path.startswith("/v1/models/") else "other"
+    if path.startswith("/v1/models/"):
+        return "/v1/models/{model_id}"
+    return "/v1/responses/{response_id}" if path.startswith("/v1/responses/") else "other"
 
 
 class ServerMiddleware:

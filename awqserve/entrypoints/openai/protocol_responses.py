@@ -62,15 +62,15 @@ class StreamOptionsParam(BaseModel):
 
 
 class ResponsesRequest(BaseModel):
-    """CreateResponse. `input` items and `tools` stay raw dicts here; `parse_items` / `parse_tools`
+    """CreateResponse. `input` items and `tools` stay raw JSON here; `parse_items` / `parse_tools`
     validate them."""
 
     model_config = ConfigDict(extra="allow", strict=True)
     model: str | None = None
-    input: str | list[dict[str, Any]]
+    input: str | list[Any]
     instructions: str | None = None
     previous_response_id: str | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Any] | None = None
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: TextParam | None = None
@@ -154,9 +154,15 @@ class ContentPart(BaseModel):
     logprobs: list[Any] | None = None
     prompt_cache_breakpoint: Any = None  # a caching hint; prefix caching here is automatic
 
+    @model_validator(mode="after")
+    def _has_its_text(self) -> ContentPart:
+        if (self.refusal if self.type == "refusal" else self.text) is None:
+            raise ValueError(f"a {self.type} part needs '{'refusal' if self.type == 'refusal' else 'text'}'")
+        return self
+
     @property
     def value(self) -> str:
-        return (self.refusal if self.type == "refusal" else self.text) or ""
+        return (self.refusal if self.type == "refusal" else self.text) or ""  # set: checked above
 
 
 class MessageItem(BaseModel):
@@ -249,11 +255,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _validate(model: type[M], raw: Any, loc: tuple[str | int, ...]) -> M:
-    """`model` from `raw`; a schema error is a 422 whose `param` starts at `loc`."""
+    """`model` from `raw`; a schema error is a 422 whose `param` starts at `loc` and names the deepest
+    failure (of a union such as `str | list[part]`, the member the client evidently meant)."""
     try:
         obj = model.model_validate(raw)
     except ValidationError as e:
-        raise validation_error([{**err, "loc": (*loc, *err["loc"])} for err in e.errors()]) from None
+        errors = sorted(e.errors(), key=lambda err: -len(err["loc"]))
+        raise validation_error([{**err, "loc": (*loc, *err["loc"])} for err in errors]) from None
     for name, why in getattr(model, "refused", {}).items():
         if getattr(obj, name) not in (None, False):
             raise unsupported_parameter(f"{loc[0]}[{loc[1]}].{name}", why)
@@ -285,7 +293,7 @@ def parse_items(raw_items: Sequence[Any], field: str = "input") -> list[InputIte
 def _text_parts_only(raw: dict[str, Any], where: str, key: str) -> None:
     parts = raw.get(key)
     for j, part in enumerate(parts if isinstance(parts, list) else []):
-        if isinstance(part, dict) and part.get("type") not in _TEXT_PARTS:
+        if isinstance(part, dict) and "type" in part and part["type"] not in _TEXT_PARTS:
             raise unsupported_parameter(f"{where}.{key}[{j}].type",
                                         f"Only text content is supported, got {part.get('type')!r}.")
 

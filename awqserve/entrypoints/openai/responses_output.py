@@ -146,22 +146,32 @@ class OutputItems:
 
 
 class ReasoningCounter:
-    """`usage.output_tokens_details.reasoning_tokens`: the tokens of engine deltas whose text was
-    reasoning. A delta counts when its visible events are all reasoning text, or when it produced no
-    visible text (markup, held-back text) while the output was in reasoning; a delta that straddles
-    the end of the reasoning block counts as answer."""
+    """`usage.output_tokens_details.reasoning_tokens`, from the tokens of each engine delta and the
+    parser events it produced. A delta whose visible events are all reasoning text counts; one with
+    visible answer text (or a tool call) does not, even if it also ends the reasoning; a delta with
+    no visible text (markup such as `<think>` / `</think>`, held-back text) counts when the output
+    was in reasoning before it or is in reasoning after it."""
 
     def __init__(self, starts_in_reasoning: bool) -> None:
         self.in_reasoning = starts_in_reasoning
-        self.tokens = 0
+        self.counted = 0
+        self.pending = 0  # tokens of deltas without visible text since the last visible one
+
+    @property
+    def tokens(self) -> int:
+        return self.counted + (self.pending if self.in_reasoning else 0)
 
     def count(self, n: int, events: Sequence[ParserEvent]) -> None:
         visible = [e for e in events if isinstance(e, (ContentDelta, ReasoningDelta, ToolCallStart,
                                                         ToolCallArgumentsDelta))]
-        if visible:
-            self.in_reasoning = all(isinstance(e, ReasoningDelta) for e in visible)
-        if self.in_reasoning:
-            self.tokens += n
+        if not visible:
+            self.pending += n
+            return
+        now = all(isinstance(e, ReasoningDelta) for e in visible)
+        if now or self.in_reasoning:
+            self.counted += self.pending
+        self.counted += n if now else 0
+        self.pending, self.in_reasoning = 0, now
 
 
 class EventFramer:

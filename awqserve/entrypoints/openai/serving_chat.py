@@ -19,7 +19,8 @@ from awqserve.entrypoints.openai.serving_base import (Prepared, StreamChunks, ch
                                                       response_base, usage)
 from awqserve.entrypoints.openai.sse import sse_event
 from awqserve.entrypoints.openai.chat_output import ChoiceOutput, stream_deltas
-from awqserve.entrypoints.openai.conversation import build_conversation
+from awqserve.engine.sampling_params import SamplingParams
+from awqserve.entrypoints.openai.conversation import Conversation, build_conversation
 from awqserve.entrypoints.openai.structured_request import compile_constraint
 from awqserve.parsers import ParserEvent
 
@@ -68,20 +69,27 @@ class ChatJob:
         return c, events, c.finish if reason is not None else None
 
 
-async def create_chat_completion(request: Request) -> Response:
-    p = await prepare(request, ChatCompletionRequest)
+async def start_chat_job(p: Prepared[ChatCompletionRequest], rid: str, *,
+                         prompt_param: str = "messages") -> tuple[ChatJob, Conversation, SamplingParams]:
+    """A chat request up to the engine: conversation, grammar compile, params, the engine's check,
+    admission. Shared with the Responses API, which runs its requests as chat requests."""
     req = p.req
     conv = build_conversation(p)
     k = _top_logprobs(req)
     grammar = await compile_constraint(p.engine, conv.constraint)
     params = build_params(req, generation=p.info.generation_defaults, max_tokens=req.requested_max_tokens,
                           logprobs=k, grammar=grammar)
-    check_with_engine(p.engine, conv.prompt, params, prompt_param="messages", renames={"logprobs": "top_logprobs"})
+    check_with_engine(p.engine, conv.prompt, params, prompt_param=prompt_param, renames={"logprobs": "top_logprobs"})
     p.state.admit(p.ctx.client, len(conv.prompt))
-    rid = f"chatcmpl-{uuid.uuid4().hex}"
     choices = [ChoiceOutput(conv.parser(), conv.reasoning) for _ in range(req.n)]
     job = ChatJob(p, conv.prompt, k, Generation(p.state, p.ctx, rid, [conv.prompt], [params]), rid, choices)
-    return await respond(request, stream=bool(req.stream), debug=p.ctx.debug, timing=job.gen.timing,
+    return job, conv, params
+
+
+async def create_chat_completion(request: Request) -> Response:
+    p = await prepare(request, ChatCompletionRequest)
+    job, _, _ = await start_chat_job(p, f"chatcmpl-{uuid.uuid4().hex}")
+    return await respond(request, stream=bool(p.req.stream), debug=p.ctx.debug, timing=job.gen.timing,
                          full=lambda: chat_full(job), events=lambda: chat_stream(job))
 
 

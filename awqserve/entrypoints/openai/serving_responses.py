@@ -10,6 +10,7 @@ compile_constraint → build_params → check_with_engine → admit → Generati
 """
 from __future__ import annotations
 
+import re
 import time
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +23,6 @@ from starlette.responses import JSONResponse, Response
 from awqserve.engine.outputs import CompletionOutput, RequestOutput
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.entrypoints.openai.chat_output import ChoiceOutput
-from awqserve.entrypoints.openai.conversation import build_conversation
 from awqserve.entrypoints.openai.errors import APIError, bad_request, unsupported_parameter
 from awqserve.entrypoints.openai.protocol import ChatCompletionRequest, validation_error
 from awqserve.entrypoints.openai.protocol_responses import (FunctionTool, ResponsesRequest, parse_items,
@@ -31,12 +31,9 @@ from awqserve.entrypoints.openai.responses_items import (chat_messages, chat_res
                                                          chat_tools, format_echo, item_dicts, new_id, tools_echo)
 from awqserve.entrypoints.openai.responses_output import Event, EventFramer, OutputItems, ReasoningCounter
 from awqserve.entrypoints.openai.responses_store import ResponseStore, StoredResponse
-from awqserve.entrypoints.openai.runner import Generation
-from awqserve.entrypoints.openai.sampling import build_params
-from awqserve.entrypoints.openai.serving_base import Prepared, check_with_engine, prepare, respond
-from awqserve.entrypoints.openai.serving_chat import ChatJob
+from awqserve.entrypoints.openai.serving_base import Prepared, prepare, respond
+from awqserve.entrypoints.openai.serving_chat import ChatJob, start_chat_job
 from awqserve.entrypoints.openai.state import get_state
-from awqserve.entrypoints.openai.structured_request import compile_constraint
 
 # chat field names in errors of the shared pipeline → this endpoint's (longest first)
 _RENAMES = (("response_format.json_schema", "text.format"), ("response_format", "text.format"),
@@ -46,7 +43,7 @@ _RENAMES = (("response_format.json_schema", "text.format"), ("response_format", 
 def _rename(err: APIError) -> APIError:
     param, message = err.param, err.message
     for old, new in _RENAMES:
-        message = message.replace(old, new)
+        message = re.sub(rf"\b{re.escape(old)}\b", new, message)
         if param is not None and (param == old or param.startswith((old + ".", old + "["))):
             param = new + param[len(old):]
     if param is not None and param.startswith(("messages", "prompt")):
@@ -65,13 +62,8 @@ def _responses_fields() -> Iterator[None]:
 
 
 def store_of(request: Request) -> ResponseStore:
-    """The app's store (one per app, created on first use with `--responses-store-size` entries)."""
-    app_state = request.app.state
-    store = getattr(app_state, "awqserve_responses", None)
-    if not isinstance(store, ResponseStore):
-        store = ResponseStore(get_state(request).config.responses_store_size)
-        app_state.awqserve_responses = store
-    return store
+    """The app's store of finished responses (AppState owns it; `--responses-store-size` entries)."""
+    return get_state(request).responses
 
 
 @dataclass
@@ -185,8 +177,8 @@ def _previous(store: ResponseStore, response_id: str | None) -> list[dict[str, A
 
 def _chat_request(req: ResponsesRequest, messages: list[dict[str, Any]],
                   tools: list[FunctionTool]) -> ChatCompletionRequest:
-    fields = {"messages": messages, "tools": chat_tools(tools) or None, "tool_choice": chat_tool_choice(req.tool_choice),
-              "parallel_tool_calls": req.parallel_tool_calls,
+    fields = {"messages": messages, "tools": chat_tools(tools) or None,
+              "tool_choice": chat_tool_choice(req.tool_choice), "parallel_tool_calls": req.parallel_tool_calls,
               "response_format": chat_response_format(req.text.format if req.text else None),
               "max_tokens": req.max_output_tokens, "temperature": req.temperature, "top_p": req.top_p,
               "top_k": req.top_k, "min_p": req.min_p, "repetition_penalty": req.repetition_penalty, "seed": req.seed,
@@ -199,17 +191,9 @@ def _chat_request(req: ResponsesRequest, messages: list[dict[str, Any]],
 
 async def _start(p: Prepared[ResponsesRequest], chat: ChatCompletionRequest, req: ResponsesRequest,
                  tools: list[FunctionTool], history: list[dict[str, Any]], store: ResponseStore | None) -> ResponsesJob:
-    """What create_chat_completion does up to the response, for the translated request."""
+    """The translated request, started exactly as a chat completion (serving_chat.start_chat_job)."""
     cp = Prepared(p.state, p.ctx, chat, p.engine, p.info, p.tok, p.model, p.created)
-    conv = build_conversation(cp)
-    grammar = await compile_constraint(cp.engine, conv.constraint)
-    params = build_params(chat, generation=p.info.generation_defaults, max_tokens=chat.requested_max_tokens,
-                          logprobs=None, grammar=grammar)
-    check_with_engine(p.engine, conv.prompt, params, prompt_param="input")
-    p.state.admit(p.ctx.client, len(conv.prompt))
-    rid = new_id("resp")
-    gen = Generation(p.state, p.ctx, rid, [conv.prompt], [params])
-    job = ChatJob(cp, conv.prompt, None, gen, rid, [ChoiceOutput(conv.parser(), conv.reasoning)])
+    job, conv, params = await start_chat_job(cp, new_id("resp"), prompt_param="input")
     return ResponsesJob(job, req, params, tools, history, store, ReasoningCounter(conv.starts_in_reasoning))
 
 

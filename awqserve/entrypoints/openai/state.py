@@ -20,6 +20,7 @@ from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.protocol import EngineClient, EngineInfo
 from awqserve.entrypoints.openai.errors import model_not_found, service_unavailable
 from awqserve.entrypoints.openai.limits import RateLimiter
+from awqserve.entrypoints.openai.responses_store import ResponseStore
 from awqserve.entrypoints.openai.runner import RequestContext
 from awqserve.entrypoints.openai.server_config import ServerConfig
 from awqserve.entrypoints.openai.tokenization import TokenizerView
@@ -121,6 +122,7 @@ class AppState:
         self.limiter = RateLimiter(config.rate_limit_rpm, config.rate_limit_tpm) if config.rate_limited else None
         self.metrics: ServerMetrics | None = None  # set by the app unless metrics are disabled
         self.tokenizer: TokenizerView | None = None
+        self.responses = ResponseStore(config.responses_store_size)  # for previous_response_id
         self.on_fatal: Callable[[int], None] | None = None  # set by the server runner: exit with a code
         self._names: tuple[str, ...] = config.served_model_names
 

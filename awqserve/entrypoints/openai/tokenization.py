@@ -47,6 +47,10 @@ def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             item["content"] = msg.content or ""
         if msg.name is not None:
             item["name"] = msg.name
+        # earlier reasoning goes to the template, which decides (Qwen3's drops it from older turns)
+        reasoning = msg.reasoning_content if msg.reasoning_content is not None else msg.reasoning
+        if reasoning is not None:
+            item["reasoning_content"] = reasoning
         out.append(item)
     return out
 
