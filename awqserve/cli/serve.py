@@ -102,6 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="split <think>...</think> into reasoning_content / reasoning")
     a.add_argument("--responses-store-size", type=int, default=1024,
                    help="responses kept in memory for previous_response_id (0: stateless)")
+    s.add_argument("--no-ui", dest="ui", action="store_false",
+                   help="do not serve the chat page at / (the API is unaffected)")
     s.add_argument("--ssl-keyfile", default=None)
     s.add_argument("--ssl-certfile", default=None)
     e = p.add_argument_group("engine")
@@ -188,7 +190,7 @@ def build_configs(args: argparse.Namespace, environ: dict[str, str] | None = Non
         disable_log_requests=args.disable_log_requests, chat_template=_chat_template(args.chat_template),
         log_level=args.log_level, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
         tool_call_parser=args.tool_call_parser, reasoning_parser=args.reasoning_parser,
-        responses_store_size=args.responses_store_size)
+        responses_store_size=args.responses_store_size, ui=args.ui)
     return server, engine
 
 

@@ -25,6 +25,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -41,6 +42,7 @@ TESTED_TORCH = ("2.13.",)
 
 log = logging.getLogger(__name__)
 _SCRATCH_LEN = 37  # warm-up context length: prime, so it equals no model dimension
+WarmupProgress = Callable[[float, float, str], None]  # (graphs compiled, graphs planned, "batch 2")
 
 
 def _inductor_cache_dir() -> None:
@@ -149,8 +151,12 @@ class CompiledDecode:
         return ids, ctx
 
     @torch.inference_mode()
-    def warmup(self, kv_caches: list[torch.Tensor], block_size: int, max_num_seqs: int) -> None:
-        """Compile every graph before serving. Writes scratch K/V into blocks no request owns yet."""
+    def warmup(self, kv_caches: list[torch.Tensor], block_size: int, max_num_seqs: int,
+               progress: WarmupProgress | None = None) -> None:
+        """Compile every graph before serving. Writes scratch K/V into blocks no request owns yet.
+
+        `progress(compiled, planned, detail)` is called before each graph and once all are done."""
+        report = progress or (lambda done, total, detail: None)
         for rot in self.model.modules():
             if isinstance(rot, RotaryEmbedding):
                 rot.ensure_cache(self.max_model_len, self.device)
@@ -158,7 +164,9 @@ class CompiledDecode:
         sizes = warmup_batch_sizes(self.model, max_num_seqs)
         direct: dict[int, GraphCall] = {}
         try:
-            for b in sizes:
+            for i, b in enumerate(sizes):
+                hi = sizes[i + 1] - 1 if i + 1 < len(sizes) else max_num_seqs  # this graph serves b..hi
+                report(i, len(sizes), f"batch {b}" if hi == b else f"batch {b}-{hi}")
                 ids, ctx = self._scratch_batch(b, kv_caches, block_size)
                 seen = len(self._backend.graphs)
                 want = self._fn(ids, ctx)
@@ -169,6 +177,7 @@ class CompiledDecode:
             log.exception("compiling the decode step failed; serving eager (slower)")
             self.enabled = False
             return
+        report(len(sizes), len(sizes), "")
         self._warm = True
         # Direct calls only if every graph has one: the batch-size ranges must all dispatch alike.
         self._direct = direct if len(direct) == len(sizes) else {}

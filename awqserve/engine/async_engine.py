@@ -1,9 +1,10 @@
 """AsyncEngine: one engine thread owns the model; asyncio callers stream from per-request queues.
 
-The thread loads the model itself (so an HTTP server can listen and answer /health while loading),
-then loops: take new requests and aborts handed over under a condition variable, run one
-`LLMEngine.step()`, and deliver each output to its request's asyncio.Queue with
-`loop.call_soon_threadsafe`. With no work it sleeps on the condition variable (no busy loop).
+The thread loads the model itself (so an HTTP server can listen and answer /health while loading,
+naming the start-up phase from `progress`), then loops: take new requests and aborts handed over
+under a condition variable, run one `LLMEngine.step()`, and deliver each output to its request's
+asyncio.Queue with `loop.call_soon_threadsafe`. With no work it sleeps on the condition variable
+(no busy loop).
 
 Failure model: a failing step fails only its requests (their stream raises `RequestError`); if
 the thread itself dies (or the model fails to load), `dead` becomes True and every pending and
@@ -12,6 +13,7 @@ future request raises `EngineDeadError`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -22,6 +24,8 @@ from typing import Any, AsyncIterator, Callable, Sequence, Union
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.llm_engine import LLMEngine
 from awqserve.engine.outputs import RequestOutput
+from awqserve.engine.progress import LoadProgress, ProgressSnapshot
+from awqserve.engine.progress_render import log_progress
 from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
@@ -44,18 +48,21 @@ def _put_all(items: list[tuple["asyncio.Queue[_Item]", _Item]]) -> None:
         queue.put_nowait(item)
 
 
-def _build(config: EngineConfig, stats: StatsHolder) -> LLMEngine:
-    return LLMEngine.from_config(config, stats=stats)
+def _build(config: EngineConfig, stats: StatsHolder, progress: LoadProgress | None = None) -> LLMEngine:
+    return LLMEngine.from_config(config, stats=stats, progress=progress)
 
 
 class AsyncEngine:
     """Thread-safe front of an LLMEngine (an `EngineClient`). Create, `start()`, then `generate()`
-    from any event loop."""
+    from any event loop. `progress` (default: log lines) follows the load; a custom
+    `engine_factory` (tests) gets no progress of its own, so only "starting" → "ready" is seen."""
 
-    def __init__(self, config: EngineConfig, *, engine_factory: LLMEngineFactory | None = None) -> None:
+    def __init__(self, config: EngineConfig, *, engine_factory: LLMEngineFactory | None = None,
+                 progress: LoadProgress | None = None) -> None:
         self.config = config
         self._stats = StatsHolder()
-        self._factory: LLMEngineFactory = engine_factory or _build
+        self._progress = progress or log_progress()
+        self._factory: LLMEngineFactory = engine_factory or functools.partial(_build, progress=self._progress)
         self._engine: LLMEngine | None = None
         self._cond = threading.Condition()
         self._new: list[tuple[str, list[int], SamplingParams, float]] = []
@@ -112,6 +119,10 @@ class AsyncEngine:
     @property
     def stats(self) -> StatsHolder:
         return self._stats
+
+    @property
+    def progress(self) -> ProgressSnapshot:
+        return self._progress.snapshot()
 
     @property
     def engine(self) -> LLMEngine | None:
@@ -189,9 +200,11 @@ class AsyncEngine:
     def _run(self) -> None:
         try:
             self._engine = self._factory(self.config, self._stats)
+            self._progress.ready()  # no-op when the factory already said so
             self._ready = True
             self._loop(self._engine)
         except BaseException as e:  # noqa: BLE001 - the thread must report any death
+            self._progress.fail(f"{type(e).__name__}: {e}")  # no-op once ready
             log.exception("engine thread died")
             self._error = e
             self._fail_all(EngineDeadError(f"the engine stopped: {type(e).__name__}: {e}"))

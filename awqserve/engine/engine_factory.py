@@ -1,7 +1,10 @@
 """Engine construction: device, dtype, model and tokenizer, context length, caches, scheduler, processors.
 
 `build_engine(config)` is the only place that turns an `EngineConfig` into running parts; `LLMEngine`
-receives them assembled (`EngineParts`) and only runs the step loop.
+receives them assembled (`EngineParts`) and only runs the step loop. It moves a `LoadProgress`
+through the start-up phases it runs (building_demo_model only when the demo model is not cached yet,
+loading_weights, allocating_cache, compiling only for the compiled CPU decode step, then ready; or
+failed), handing each callee the progress callback of its own phase.
 """
 from __future__ import annotations
 
@@ -21,6 +24,8 @@ from awqserve.engine.input_processor import InputProcessor
 from awqserve.engine.llm_engine import EngineParts, LLMEngine
 from awqserve.engine.model_runner import ModelRunner
 from awqserve.engine.output_processor import OutputProcessor
+from awqserve.engine.progress import LoadProgress
+from awqserve.engine.progress_render import log_progress
 from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.sampler import Sampler
 from awqserve.engine.scheduler import Scheduler
@@ -32,7 +37,7 @@ from awqserve.loader.load_model import load_model
 from awqserve.loader.tokenizer import load_tokenizer
 from awqserve.models.base import CausalLM
 from awqserve.quant.kernels import KernelPolicy, cpu_has_native_bf16
-from awqserve.tools.demo_model import DEMO_SERVED_NAME, ensure_demo_model
+from awqserve.tools.demo_model import DEMO_SERVED_NAME, demo_model_built, ensure_demo_model
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_MODEL_LEN_CAP = 8192
@@ -71,15 +76,24 @@ def resolve_max_model_len(config: EngineConfig, model_config: ModelConfig) -> in
     return wanted
 
 
-def _load(config: EngineConfig, device: torch.device) -> tuple[CausalLM, Any, torch.dtype]:
-    model_dir = Path(config.model).expanduser() if config.model is not None else ensure_demo_model()
+def _model_dir(config: EngineConfig, progress: LoadProgress) -> Path:
+    if config.model is not None:
+        return Path(config.model).expanduser()
+    if not demo_model_built():
+        progress.begin("building_demo_model", unit="steps", detail="opening the GGUF")
+    return ensure_demo_model(progress=progress.reporter())
+
+
+def _load(config: EngineConfig, device: torch.device, progress: LoadProgress) -> tuple[CausalLM, Any, torch.dtype]:
+    model_dir = _model_dir(config, progress)
+    progress.begin("loading_weights", unit="bytes", detail="reading headers")
     t0 = time.monotonic()
     quantized = bool(ModelConfig.from_dir(model_dir).quantization_config)
     dtype = resolve_dtype(config.dtype, device, quantized=quantized, dense_layout=config.weight_layout == "dense")
     # An explicit --dtype is honoured by every kernel (no bf16 shortcut inside int4/dense kernels).
     compute = parse_dtype(config.dtype) if config.dtype != "auto" else None
     policy = KernelPolicy(config.weight_layout, lm_head=config.lm_head_precision, compute_dtype=compute)
-    model = load_model(model_dir, device=device, dtype=dtype, weight_policy=policy)
+    model = load_model(model_dir, device=device, dtype=dtype, weight_policy=policy, progress=progress.reporter())
     log.info("loaded %s on %s (%s) in %.1fs", model_dir, device, dtype, time.monotonic() - t0)
     return model, load_tokenizer(model_dir), dtype
 
@@ -111,35 +125,50 @@ def _model_name(config: EngineConfig) -> str:
 
 
 def _maybe_compile(config: EngineConfig, runner: ModelRunner, model: CausalLM, device: torch.device,
-                   max_model_len: int) -> None:
+                   max_model_len: int, progress: LoadProgress) -> None:
     if config.enforce_eager or device.type != "cpu" or not model.compilable_decode:
         return
     if not torch_supported():
         log.warning("the compiled decode step is tested on torch 2.13 only (found %s); serving eager",
                     torch.__version__)
         return
-    runner.enable_compiled_decode(config.max_num_seqs, max_model_len)
+    progress.begin("compiling", unit="graphs")
+    runner.enable_compiled_decode(config.max_num_seqs, max_model_len, progress=progress.reporter())
 
 
 def build_engine(config: EngineConfig, *, stats: StatsHolder | None = None, model: CausalLM | None = None,
-                 tokenizer: Any = None) -> LLMEngine:
-    """Load (unless `model` and `tokenizer` are given: tests) and assemble an engine."""
-    stats = stats or StatsHolder()
+                 tokenizer: Any = None, progress: LoadProgress | None = None) -> LLMEngine:
+    """Load (unless `model` and `tokenizer` are given: tests) and assemble an engine.
+
+    `progress` (default: one reporting through logging) ends "ready", or "failed" if this raises."""
+    progress = progress or log_progress()
+    try:
+        engine = _assemble(config, stats or StatsHolder(), model, tokenizer, progress)
+    except BaseException as e:
+        progress.fail(f"{type(e).__name__}: {e}")
+        raise
+    progress.ready()
+    return engine
+
+
+def _assemble(config: EngineConfig, stats: StatsHolder, model: CausalLM | None, tokenizer: Any,
+              progress: LoadProgress) -> LLMEngine:
     device = resolve_device(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     if model is None:
-        model, tokenizer, dtype = _load(config, device)
+        model, tokenizer, dtype = _load(config, device, progress)
     else:
         dtype = resolve_dtype(config.dtype, device)
+    progress.begin("allocating_cache")
     mc = model.config
     max_len = resolve_max_model_len(config, mc)
     eos = _eos_ids(mc, tokenizer)
     structured = StructuredOutputManager(tokenizer, mc.vocab_size, eos)
     runner = ModelRunner(model, config=config, device=device, dtype=dtype, max_model_len=max_len,
                          sampler=Sampler(structured))
-    _maybe_compile(config, runner, model, device, max_len)
+    _maybe_compile(config, runner, model, device, max_len, progress)
     scheduler = _scheduler(config, runner)
     info = EngineInfo(model_name=_model_name(config), model_path=mc.path, max_model_len=max_len,
                       vocab_size=mc.vocab_size, max_logprobs=config.max_logprobs, eos_token_ids=eos,

@@ -23,6 +23,7 @@ from awqserve.engine.input_processor import InputProcessor
 from awqserve.engine.model_runner import ModelRunner
 from awqserve.engine.output_processor import OutputProcessor
 from awqserve.engine.outputs import RequestOutput
+from awqserve.engine.progress import LoadProgress
 from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.request import RequestStatus
 from awqserve.engine.sampling_params import SamplingParams
@@ -73,11 +74,12 @@ class LLMEngine:
 
     @classmethod
     def from_config(cls, config: EngineConfig, *, stats: StatsHolder | None = None, model: CausalLM | None = None,
-                    tokenizer: Any = None) -> "LLMEngine":
-        """Build (load the model unless one is given, for tests) and return an engine."""
+                    tokenizer: Any = None, progress: LoadProgress | None = None) -> "LLMEngine":
+        """Build (load the model unless one is given, for tests) and return an engine; `progress`
+        follows the start-up phases (engine/progress.py)."""
         from awqserve.engine.engine_factory import build_engine
 
-        return build_engine(config, stats=stats, model=model, tokenizer=tokenizer)
+        return build_engine(config, stats=stats, model=model, tokenizer=tokenizer, progress=progress)
 
     @property
     def max_model_len(self) -> int:

@@ -14,7 +14,7 @@ import logging
 import torch
 
 from awqserve.attention.metadata import ForwardContext, build_context
-from awqserve.compile.compiled_decode import CompiledDecode
+from awqserve.compile.compiled_decode import CompiledDecode, WarmupProgress
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.batch import ModelRunnerOutput, SchedulerOutput
 from awqserve.engine.cache_plan import default_budget, plan_caches
@@ -64,10 +64,11 @@ class ModelRunner:
     def num_state_slots(self) -> int:
         return self.plan.num_state_slots
 
-    def enable_compiled_decode(self, max_num_seqs: int, max_model_len: int) -> None:
+    def enable_compiled_decode(self, max_num_seqs: int, max_model_len: int,
+                               progress: WarmupProgress | None = None) -> None:
         """Compile the decode step (CPU) and warm every graph up now, before any request runs."""
         compiled = CompiledDecode(self.model, max_model_len=max_model_len, device=self.device)
-        compiled.warmup(self.kv_caches, self.block_size, max_num_seqs)
+        compiled.warmup(self.kv_caches, self.block_size, max_num_seqs, progress)
         self.compiled = compiled if compiled.enabled else None
 
     # -- one step --------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
 from awqserve.engine.outputs import RequestOutput
+from awqserve.engine.progress import ProgressSnapshot
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
 from awqserve.quant.base import QuantInfo
@@ -59,6 +60,11 @@ class EngineClient(Protocol):
 
     @property
     def info(self) -> EngineInfo | None: ...
+
+    @property
+    def progress(self) -> ProgressSnapshot:
+        """Start-up progress: phase (engine/progress.py PHASES), its fraction and ETA; "ready" once loaded."""
+        ...
 
     @property
     def tokenizer(self) -> Any: ...  # a Hugging Face tokenizer (untyped library)

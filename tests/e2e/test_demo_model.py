@@ -119,6 +119,7 @@ def test_demo_checkpoint_files(demo_dir: Path) -> None:
     assert cfg["quantization_config"]["format"] == "pack-quantized"
     gen = json.loads((demo_dir / "generation_config.json").read_text())
     assert 2 in gen["eos_token_id"]  # <|im_end|> ends chat turns
+    assert (gen["temperature"], gen["top_p"]) == (0.2, 0.9)  # SmolLM2's model card sampling
     tok_cfg = json.loads((demo_dir / "tokenizer_config.json").read_text())
     assert tok_cfg["eos_token"] == "<|im_end|>" and "<|im_start|>" in tok_cfg["chat_template"]
 

@@ -2,8 +2,9 @@
 
 Compiles two graphs (batch 1 and 2..8, `--max-num-seqs 8`): about two minutes on 2 cores the first
 time, seconds once inductor's cache is warm. Checks that the compiled graphs are the ones serving
-(direct calls, from the log), that greedy answers match the eager session server's, and that a
-concurrent batch of streams completes with exact token counts.
+(direct calls, from the log), that /health named the compiling phase while starting, that greedy
+answers match the eager session server's, and that a concurrent batch of streams completes with exact
+token counts.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from _startup import assert_phases_in_order
 from conftest import COMPILED, ServerProcess, start_server
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -28,6 +30,11 @@ def _client(proc: ServerProcess) -> Any:
     from openai import OpenAI
 
     return OpenAI(base_url=proc.url + "/v1", api_key="unused", max_retries=0, timeout=300)
+
+
+def test_health_shows_the_compiling_phase(compiled_server: ServerProcess) -> None:
+    seen = assert_phases_in_order(compiled_server.startup_health, must_see=("loading_weights", "compiling"))
+    assert seen.index("compiling") > seen.index("loading_weights")
 
 
 def test_compiled_graphs_serve(compiled_server: ServerProcess) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.input_processor import InputProcessor
 from awqserve.engine.outputs import CompletionOutput, RequestMetrics, RequestOutput, TokenLogprob
+from awqserve.engine.progress import ProgressSnapshot
 from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
@@ -104,6 +105,12 @@ class FakeAsyncEngine:
 
     def shutdown(self, timeout: float = 10.0) -> None:
         self.shutdown_called = True
+
+    @property
+    def progress(self) -> ProgressSnapshot:
+        """Loading weights (no figures) until ready."""
+        phase, fraction = ("ready", 1.0) if self.ready else ("loading_weights", 0.0)
+        return ProgressSnapshot(phase, fraction, 0.0, None, "", "", 0.0, None, int(self.ready))
 
     def compile_grammar(self, spec: GrammarSpec) -> Future[object]:
         """The real engine's compiler over the fake tokenizer: bad schemas fail exactly as in production."""

@@ -30,7 +30,9 @@ def value(metrics: dict, name: str, **labels: str) -> float:
 def test_listens_while_loading_then_ready() -> None:
     with run_server(wait_ready=False, load_delay=1.0) as s, s.client() as c:
         h = c.get("/health")
-        assert h.status_code == 503 and h.json() == {"status": "loading"}
+        body = h.json()
+        assert h.status_code == 503 and body["status"] == "loading" and 0.0 <= body["progress"] <= 1.0
+        assert body["phase"] in ("starting", "loading_weights")  # "starting" until the engine object exists
         assert c.get("/health/ready").status_code == 503 and c.get("/health/live").status_code == 200
         r = c.post("/v1/completions", json={"prompt": "a"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "model_loading" and r.headers["retry-after"]

@@ -25,6 +25,7 @@ from awqserve.entrypoints.openai.serving_chat import create_chat_completion
 from awqserve.entrypoints.openai.serving_completion import create_completion
 from awqserve.entrypoints.openai.server_config import ServerConfig
 from awqserve.entrypoints.openai.state import AppState, EngineFactory, get_state
+from awqserve.ui import add_ui_routes
 
 logger = logging.getLogger("awqserve.server")
 
@@ -65,6 +66,8 @@ def _add_routes(app: FastAPI, config: ServerConfig) -> None:
     r.add_route("/version", health.version, methods=["GET"])
     if not config.disable_metrics:
         r.add_route("/metrics", _metrics, methods=["GET"])
+    if config.ui:  # the chat page at / (static files; it talks to the API above like any client)
+        add_ui_routes(r)
 
 
 async def _metrics(request: Request) -> Response:

@@ -1,5 +1,8 @@
 """Probes: /health (status + figures), /health/live (process serves), /health/ready (take traffic?), /version.
 
+While loading, /health says what start-up is doing: `{"status": "loading", "phase": "compiling",
+"progress": 0.5, "eta_s": 12.0, …}` (phases in engine/progress.py order; progress is of the phase).
+
 Liveness and readiness are kept apart: a busy server (queue full) is alive and reports itself on
 /health with 200, but /health/ready answers 503 so load balancers send traffic elsewhere.
 """
@@ -19,6 +22,7 @@ def health_body(state: AppState) -> dict[str, Any]:
     phase = state.phase
     body: dict[str, Any] = {"status": "ok" if phase == "ready" else phase}
     if phase == "loading":
+        body.update(state.loading_progress())
         return body
     if phase == "dead":
         body["error"] = state.dead_reason()

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("awqserve.server")
 
 API_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
-QUIET_PATHS = ("/health", "/metrics")  # probed often: logged at debug level only
+QUIET_PATHS = ("/health", "/metrics", "/ui/")  # probed often (or page assets): logged at debug level only
 KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize",
                 "/detokenize", "/health", "/health/live", "/health/ready", "/metrics", "/version"}
 
@@ -37,6 +37,10 @@ def is_api(path: str) -> bool:
 def route_label(path: str) -> str:
     if path in KNOWN_ROUTES:
         return path
+    if path == "/":
+        return "/"
+    if path.startswith("/ui/"):
+        return "/ui/{file}"
     if path.startswith("/v1/models/"):
         return "/v1/models/{model_id}"
     return "/v1/responses/{response_id}" if path.startswith("/v1/responses/") else "other"

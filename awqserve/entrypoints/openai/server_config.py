@@ -42,6 +42,7 @@ class ServerConfig:
     tool_call_parser: str = "auto"
     reasoning_parser: str | None = None
     responses_store_size: int = 1024  # responses kept for `previous_response_id` (0: stateless)
+    ui: bool = True  # the chat page at `/` (`--no-ui` turns it off)
 
     def __post_init__(self) -> None:
         checks = [

@@ -37,10 +37,12 @@ EngineFactory = Callable[[EngineConfig], EngineClient]
 
 
 def default_engine_factory(config: EngineConfig) -> EngineClient:
-    """The real engine: an AsyncEngine that loads the model on its own thread."""
+    """The real engine: an AsyncEngine that loads the model on its own thread, showing its progress
+    as bars when stderr is a terminal, else as log lines."""
     from awqserve.engine.async_engine import AsyncEngine
+    from awqserve.engine.progress_render import console_progress
 
-    return AsyncEngine(config)
+    return AsyncEngine(config, progress=console_progress())
 
 
 async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
@@ -174,6 +176,12 @@ class AppState:
         if self.engine is None or not self.engine.ready or self.tokenizer is None:
             return "loading"
         return "draining" if self.draining else "ready"
+
+    def loading_progress(self) -> dict[str, Any]:
+        """Where start-up is (`/health` while loading): phase, progress 0..1 of it, ETA, figures."""
+        if self.engine is None:  # the engine object itself is still being created
+            return {"phase": "starting", "progress": 0.0}
+        return self.engine.progress.as_dict()
 
     @property
     def model_name(self) -> str:

@@ -17,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from awqserve.tools.awq import search
 from awqserve.tools.awq.search import QuantSpec
 
 logger = logging.getLogger(__name__)
+LayerProgress = Callable[[float, float, str], None]  # (layers done, layers, "AWQ layer 3/30")
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
@@ -248,8 +249,10 @@ def _group_errors(groups: list[ScaleGroup], inputs: dict[str, torch.Tensor], pic
 
 @torch.no_grad()
 def run_awq(model: nn.Module, ids: torch.Tensor, opts: AwqOptions,
-            scale_dtype: torch.dtype = torch.bfloat16) -> AwqResult:
+            scale_dtype: torch.dtype = torch.bfloat16, progress: LayerProgress | None = None) -> AwqResult:
     """AWQ-quantize every decoder-layer linear of a float32 CPU model (mutates the model).
+
+    `progress(done, layers, detail)` is called after each decoder layer.
 
     On return the model's linears hold the scaled and clipped float weights (not rounded), its
     norms and producer linears hold the folded 1/s, and `quantized` holds the int4 weights with
@@ -260,19 +263,24 @@ def run_awq(model: nn.Module, ids: torch.Tensor, opts: AwqOptions,
     model.eval()
     x, kwargs = first_layer_inputs(model, ids)
     result = AwqResult()
-    for i, layer in enumerate(model.model.layers):
+    layers = model.model.layers
+    for i, layer in enumerate(layers):
         t0 = time.perf_counter()
         x = quantize_layer(layer, x, kwargs, opts, f"model.layers.{i}", result, scale_dtype)
         logger.debug("AWQ layer %d in %.2fs: %s", i, time.perf_counter() - t0, result.alphas[-1])
+        if progress is not None:
+            progress(i + 1, len(layers), f"AWQ layer {i + 1}/{len(layers)}")
     return result
 
 
 def quantize_loaded_model(model: nn.Module, tokenizer: Any, output: Path, opts: AwqOptions,
                           calibration_text: str | None = None,
-                          generation: dict[str, Any] | None = None, source_dtype: Any = None) -> AwqResult:
+                          generation: dict[str, Any] | None = None, source_dtype: Any = None,
+                          progress: LayerProgress | None = None) -> AwqResult:
     """Calibrate, AWQ-quantize and write `model` (float32, CPU) as compressed-tensors into `output`.
 
     `source_dtype` (default: the model config's dtype) picks the stored dtype (writer.checkpoint_dtype).
+    `progress` is run_awq's per-layer callback.
     """
     from awqserve.tools.awq.calibration import calibration_samples
     from awqserve.tools.awq.writer import checkpoint_dtype, write_checkpoint
@@ -281,7 +289,7 @@ def quantize_loaded_model(model: nn.Module, tokenizer: Any, output: Path, opts: 
     t0 = time.perf_counter()
     ids = calibration_samples(tokenizer, opts.num_samples, opts.seq_len, calibration_text)
     t1 = time.perf_counter()
-    result = run_awq(model, ids, opts, dtype)
+    result = run_awq(model, ids, opts, dtype, progress)
     t2 = time.perf_counter()
     write_checkpoint(model, tokenizer, result.quantized, output, opts.group_size, opts.symmetric, dtype, generation)
     logger.info("AWQ: calibration %.1fs, search+quantize %.1fs, write %.1fs (%d x %d tokens)",
