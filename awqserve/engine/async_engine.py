@@ -201,6 +201,7 @@ class AsyncEngine:
         try:
             self._engine = self._factory(self.config, self._stats)
             self._progress.ready()  # no-op when the factory already said so
+            self._engine.structured.prewarm()  # the grammar backend, off this thread, before any request
             self._ready = True
             self._loop(self._engine)
         except BaseException as e:  # noqa: BLE001 - the thread must report any death

@@ -17,6 +17,7 @@ on the compile thread: 0.2-2 s once per model, never at start-up for servers tha
 """
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future
 from typing import Any, Sequence
@@ -26,6 +27,8 @@ import torch
 from awqserve.engine.request import Request
 from awqserve.structured import (CompiledGrammar, GrammarBackend, GrammarCompiler, GrammarMatcher, GrammarSpec,
                                  allocate_bitmask, apply_bitmask, build_backend)
+
+log = logging.getLogger(__name__)
 
 
 class StructuredOutputManager:
@@ -48,6 +51,15 @@ class StructuredOutputManager:
     def compile(self, spec: GrammarSpec) -> Future[CompiledGrammar]:
         """The compiled grammar, eventually; the Future's exception is a GrammarError for a bad spec."""
         return self._get_compiler().compile(spec)
+
+    def prewarm(self) -> None:
+        """Build the backend (the tokenizer's token trie: 0.2-2 s) on the compile thread now, so the
+        first constrained request pays only its own compile. Returns at once; a failure is logged
+        (the first constrained request then reports it as its own error)."""
+        if getattr(self._tokenizer, "backend_tokenizer", None) is None:
+            return  # not a Hugging Face fast tokenizer (test stand-ins): nothing to build ahead
+        future = self.compile(GrammarSpec.json_object())
+        future.add_done_callback(_log_prewarm_failure)
 
     def matcher(self, spec: GrammarSpec) -> GrammarMatcher:
         """A fresh matcher for one sample (compiles now if the spec is not cached; raises GrammarError)."""
@@ -74,6 +86,11 @@ class StructuredOutputManager:
         with self._lock:
             if self._compiler is not None:
                 self._compiler.close()
+
+
+def _log_prewarm_failure(future: Future[CompiledGrammar]) -> None:
+    if future.exception() is not None:
+        log.warning("structured outputs are unavailable for this tokenizer: %s", future.exception())
 
 
 class _LazyBackend(GrammarBackend):
