@@ -30,6 +30,7 @@ from awqserve.engine.protocol import EngineInfo
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
 from awqserve.errors import EngineDeadError, InvalidRequestError, RequestError
+from awqserve.structured.backend import CompiledGrammar
 from awqserve.structured.spec import GrammarSpec
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,10 @@ class AsyncEngine:
     def tokenizer(self) -> Any:
         return self._engine.tokenizer if self._engine else None
 
-    def compile_grammar(self, spec: GrammarSpec) -> Future[object]:
+    def compile_grammar(self, spec: GrammarSpec) -> Future[CompiledGrammar]:
         if self._engine is None:
             raise EngineDeadError("the engine is not ready")
-        return self._engine.structured.compile(spec)  # type: ignore[return-value]  # Future is invariant
+        return self._engine.structured.compile(spec)
 
     def check_request(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> None:
         """The engine's validation with the API's strict context rule; raises InvalidRequestError."""

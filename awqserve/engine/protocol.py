@@ -16,6 +16,7 @@ from awqserve.engine.progress import ProgressSnapshot
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.stats import StatsHolder
 from awqserve.quant.base import QuantInfo
+from awqserve.structured.backend import CompiledGrammar
 from awqserve.structured.spec import GrammarSpec
 
 
@@ -82,7 +83,7 @@ class EngineClient(Protocol):
         InvalidRequestError naming the problem. Only valid once `ready`."""
         ...
 
-    def compile_grammar(self, spec: GrammarSpec) -> Future[object]:
+    def compile_grammar(self, spec: GrammarSpec) -> Future[CompiledGrammar]:
         """Compile (or find cached) an output grammar off the engine thread; the Future fails with a
         GrammarError (an InvalidRequestError) naming the problem. Only valid once `ready`."""
         ...

@@ -67,13 +67,17 @@ class StructuredOutputManager:
 
     def apply(self, logits: torch.Tensor, requests: list[Request]) -> None:
         """Mask each constrained row of `logits` [B, V] (row i is requests[i]) to its grammar, in place."""
-        rows = [i for i, r in enumerate(requests) if r.grammar is not None]
+        rows: list[int] = []
+        matchers: list[GrammarMatcher] = []
+        for i, r in enumerate(requests):
+            if r.grammar is not None:
+                rows.append(i)
+                matchers.append(r.grammar)
         if not rows:
             return
         compiler = self._get_compiler()
         bitmask = self._mask_buffer(len(requests))
-        matchers = [requests[i].grammar for i in rows]
-        compiler.backend.fill_bitmasks(matchers, bitmask, rows)  # type: ignore[arg-type]  # rows have one
+        compiler.backend.fill_bitmasks(matchers, bitmask, rows)
         # every row constrained (the common case): no gather/scatter of logits rows (3.7x faster at 16 rows)
         apply_bitmask(logits, bitmask[: len(requests)], None if len(rows) == len(requests) else rows)
 

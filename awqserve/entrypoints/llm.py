@@ -31,21 +31,17 @@ class LLM:
     def tokenizer(self) -> Any:
         return self.engine.tokenizer
 
-    def generate(self, prompts: str | Sequence[Prompt],
+    def generate(self, prompts: Prompt | Sequence[Prompt],
                  sampling_params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
         """Generate for every prompt (text or token ids) as one continuous batch; outputs in prompt order."""
-        one = isinstance(prompts, str) or (isinstance(prompts, list) and bool(prompts) and isinstance(prompts[0], int))
-        items: list[Prompt] = [prompts] if one else list(prompts)  # type: ignore[list-item]  # one prompt, or many
-        return self._run([self._encode(p) for p in items], sampling_params)
+        return self._run([self._encode(p) for p in _prompt_list(prompts)], sampling_params)
 
     def chat(self, messages: Messages | Sequence[Messages],
              sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
              add_generation_prompt: bool = True) -> list[RequestOutput]:
         """Apply the chat template to one conversation (list of messages) or several, then generate."""
-        one = bool(messages) and isinstance(messages[0], dict)
-        convs: list[Messages] = [messages] if one else list(messages)  # type: ignore[list-item, arg-type]  # one, or many
         ids = [apply_chat_template(self.tokenizer, c, add_generation_prompt, chat_template=self.chat_template)
-               for c in convs]
+               for c in _conversation_list(messages)]
         return self._run(ids, sampling_params)
 
     def _encode(self, prompt: Prompt) -> list[int]:
@@ -71,6 +67,26 @@ class LLM:
                 if out.finished:
                     final[out.request_id] = out
         for rid in ids:
-            if final[rid].error is not None:
-                raise final[rid].error  # type: ignore[misc]
+            error = final[rid].error
+            if error is not None:
+                raise error
         return [final[rid] for rid in ids]
+
+
+def _prompt_list(prompts: Prompt | Sequence[Prompt]) -> list[Prompt]:
+    """One prompt (a string, or a list of token ids) or several."""
+    if isinstance(prompts, str):
+        return [prompts]
+    items: list[object] = list(prompts)
+    ids = [t for t in items if isinstance(t, int)]
+    if items and len(ids) == len(items):
+        return [ids]
+    return [p for p in items if isinstance(p, (str, list))]
+
+
+def _conversation_list(messages: Messages | Sequence[Messages]) -> list[Messages]:
+    """One conversation (a list of message dicts) or several."""
+    items: list[object] = list(messages)
+    if items and isinstance(items[0], dict):
+        return [[m for m in items if isinstance(m, dict)]]
+    return [c for c in items if isinstance(c, list)]

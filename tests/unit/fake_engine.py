@@ -30,7 +30,7 @@ from awqserve.engine.stats import StatsHolder
 from awqserve.engine.structured_output import StructuredOutputManager
 from awqserve.errors import EngineDeadError, RequestError
 from awqserve.quant.base import QuantInfo
-from awqserve.structured import GrammarSpec
+from awqserve.structured import CompiledGrammar, GrammarSpec
 
 PHRASE = "The quick brown fox jumps over the lazy dog. "
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -112,10 +112,10 @@ class FakeAsyncEngine:
         phase, fraction = ("ready", 1.0) if self.ready else ("loading_weights", 0.0)
         return ProgressSnapshot(phase, fraction, 0.0, None, "", "", 0.0, None, int(self.ready))
 
-    def compile_grammar(self, spec: GrammarSpec) -> Future[object]:
+    def compile_grammar(self, spec: GrammarSpec) -> Future[CompiledGrammar]:
         """The real engine's compiler over the fake tokenizer: bad schemas fail exactly as in production."""
         assert self._structured is not None, "compile_grammar before the engine is ready"
-        return self._structured.compile(spec)  # type: ignore[return-value]
+        return self._structured.compile(spec)
 
     def check_request(self, prompt_token_ids: Sequence[int], params: SamplingParams) -> None:
         assert self._inputs is not None, "check_request before the engine is ready"

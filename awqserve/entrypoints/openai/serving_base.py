@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Mapping, Sequence, TypeVar
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Generic, Mapping, Sequence, TypeVar
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -120,7 +120,8 @@ class StreamChunks:
             body["awqserve_timing"] = self.timing.figures()
         return body
 
-    def finish(self, events: AsyncIterator[bytes], usage_now: Callable[[], dict[str, int]]) -> AsyncIterator[bytes]:
+    def finish(self, events: AsyncGenerator[bytes, None],
+               usage_now: Callable[[], dict[str, int]]) -> AsyncIterator[bytes]:
         """`events`, then the usage chunk (when asked for) and `[DONE]` (sse.finish_stream)."""
         def final() -> dict[str, Any]:
             body = self.base()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -130,7 +130,7 @@ def chat_stream(job: ChatJob) -> AsyncIterator[bytes]:
         return sse_event(chunks.chunk([{"index": i, "delta": delta, "logprobs": logprobs,
                                         "finish_reason": reason}], finish=reason is not None))
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncGenerator[bytes, None]:
         for i in range(n):
             yield choice(i, {"role": "assistant", "content": ""})
         async with aclosing(job.gen.outputs()) as outs:

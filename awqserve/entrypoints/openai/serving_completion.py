@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncGenerator, AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -145,7 +145,7 @@ def completion_stream(job: CompletionJob) -> AsyncIterator[bytes]:
     """SSE: text deltas per choice, a finish chunk per choice, optional usage, [DONE]."""
     chunks = StreamChunks(job.base, job.req.include_usage, job.p.ctx.debug, job.gen.timing, len(job.choices))
 
-    async def events() -> AsyncIterator[bytes]:
+    async def events() -> AsyncGenerator[bytes, None]:
         async with aclosing(job.gen.outputs()) as outs:
             async for pi, out in outs:
                 for o in out.outputs:

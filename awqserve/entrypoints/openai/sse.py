@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from contextlib import aclosing
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -32,13 +32,13 @@ def sse_error(err: APIError) -> bytes:
     return sse_event(body)
 
 
-async def finish_stream(events: AsyncIterator[bytes],
+async def finish_stream(events: AsyncGenerator[bytes, None],
                         final_chunk: Callable[[], Mapping[str, Any]] | None) -> AsyncIterator[bytes]:
     """The end every OpenAI stream shares (OPENAI_API.md §3): relay `events`; an APIError raised after
     the 200 went out becomes an error event; otherwise `final_chunk()` (the usage chunk) when given;
     `[DONE]` in both cases. Closing this generator closes `events` (which aborts the engine work)."""
     try:
-        async with aclosing(events) as evs:  # type: ignore[type-var]
+        async with aclosing(events) as evs:
             async for ev in evs:
                 yield ev
     except APIError as e:
@@ -73,10 +73,9 @@ class SSEResponse(Response):
             if not stream.done():
                 stream.cancel()  # client went away (or we are cancelled): stop generating now
             await asyncio.wait({stream})
-        if not stream.cancelled() and stream.exception() is not None:
-            exc = stream.exception()
-            if not isinstance(exc, OSError):  # a write to a closed socket is just a disconnect
-                raise exc  # type: ignore[misc]
+        exc = None if stream.cancelled() else stream.exception()
+        if exc is not None and not isinstance(exc, OSError):  # a write to a closed socket is just a disconnect
+            raise exc
 
     async def _stream(self, send: Send, raw_headers: list[tuple[bytes, bytes]]) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
