@@ -77,7 +77,13 @@ class ServerMetrics:
         engine.stats.listeners.append(self)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.exposed())
+
+    def exposed(self) -> Any:
+        """What a scrape sees: the registry, with a constant `replica` label on every series when this
+        server is one replica of several (`ServerConfig.replica_id`)."""
+        replica = self.state.config.replica_id
+        return self.registry if replica is None else _ConstLabels(self.registry, {"replica": replica})
 
     # ---- StatsListener (engine thread) ----
 
@@ -110,6 +116,20 @@ class ServerMetrics:
 
     def aborted(self, reason: str) -> None:
         self.aborts.labels(reason).inc()
+
+
+class _ConstLabels:
+    """A registry view adding fixed labels to every sample (each collect() builds fresh metric objects,
+    so rewriting their samples leaves the registry untouched)."""
+
+    def __init__(self, registry: CollectorRegistry, labels: dict[str, str]) -> None:
+        self.registry = registry
+        self.labels = labels
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self.registry.collect():
+            metric.samples = [s._replace(labels={**s.labels, **self.labels}) for s in metric.samples]
+            yield metric
 
 
 class _SnapshotCollector:

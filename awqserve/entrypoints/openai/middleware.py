@@ -123,6 +123,8 @@ class ServerMiddleware:
     def _add_headers(self, h: MutableHeaders, ctx: RequestContext) -> None:
         state = self.state
         h["x-request-id"] = ctx.request_id
+        if state.config.replica_id is not None:
+            h["x-awqserve-replica"] = state.config.replica_id
         engine = state.engine
         if engine is not None and state.phase in ("ready", "draining"):
             q = engine.info.quant_info if engine.info is not None else None

@@ -43,6 +43,9 @@ class ServerConfig:
     reasoning_parser: str | None = None
     responses_store_size: int = 1024  # responses kept for `previous_response_id` (0: stateless)
     ui: bool = True  # the chat page at `/` (`--no-ui` turns it off)
+    # Set when this server is one replica of several (Ray Serve, awqserve/ray): sent as the
+    # `x-awqserve-replica` response header and as a `replica` label on every metric.
+    replica_id: str | None = None
 
     def __post_init__(self) -> None:
         checks = [
