@@ -40,8 +40,11 @@ class SchedulerOutput:
 class ModelRunnerOutput:
     """Per scheduled request (same order): the sampled token id, or None when the request's prefill is
     not complete yet; its logprob record when asked; and the prompt-logprob records of the chunk's
-    positions not scored before (`Request.prompt_logprobs_done` onwards), or None."""
+    positions not scored before (`Request.prompt_logprobs_done` onwards), or None. `errors` maps the
+index of a request that failed in this step (its sampling, its logits, or its own forward) to the
+error it ends with; such a request has no token and its step is not applied (engine/faults.py)."""
 
     sampled_token_ids: list[int | None]
     logprobs: list[TokenLogprob | None] = field(default_factory=list)
     prompt_logprobs: list[list[TokenLogprob] | None] = field(default_factory=list)
+    errors: dict[int, Exception] = field(default_factory=dict)

@@ -5,8 +5,12 @@
 
 (the contract of each arrow: engine/batch.py). Input validation and n>1 fan-out are the
 `InputProcessor`'s; text, deltas and finish accounting the `OutputProcessor`'s; construction (device,
-dtype, loading, caches) is `engine_factory.build_engine`. An exception inside a step fails only the
-requests of that step (their outputs carry `error`); the engine goes on.
+dtype, loading, caches) is `engine_factory.build_engine`.
+
+Failures (engine/faults.py): a request whose sampling or logits row fails ends with an error, alone.
+When the forward itself raises, the batch's requests are run again one by one (attention-only models:
+re-running rewrites the same KV slots; hybrid models' recurrent state is updated in place, so there the
+whole batch fails); those that fail alone end with the error, the others go on. The engine goes on.
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Any
 import torch
 
 from awqserve.config.engine_config import EngineConfig
-from awqserve.engine.batch import SchedulerOutput
+from awqserve.engine.batch import ModelRunnerOutput, SchedulerOutput
+from awqserve.engine.faults import FaultInjector, step_error
 from awqserve.engine.input_processor import InputProcessor
 from awqserve.engine.model_runner import ModelRunner
 from awqserve.engine.output_processor import OutputProcessor
@@ -30,7 +35,6 @@ from awqserve.engine.sampling_params import SamplingParams
 from awqserve.engine.scheduler import Scheduler
 from awqserve.engine.stats import StatsHolder
 from awqserve.engine.structured_output import StructuredOutputManager
-from awqserve.errors import RequestError
 from awqserve.models.base import CausalLM
 
 log = logging.getLogger(__name__)
@@ -70,6 +74,8 @@ class LLMEngine:
         self.stats = parts.stats
         self.device = parts.device
         self._aborted: list[str] = []
+        self.faults = FaultInjector.from_env(self.tokenizer)  # None in production (AWQSERVE_FAULT_INJECT)
+        self.runner.faults = self.faults
         self._publish_stats()
 
     @classmethod
@@ -99,6 +105,8 @@ class LLMEngine:
             for child in group.children:
                 child.grammar = self.structured.matcher(params.grammar)
         self.outputs.add(group)
+        if self.faults is not None:
+            self.faults.on_add(request_id, prompt_token_ids)
         for child in group.children:
             self.scheduler.add_request(child)
 
@@ -138,30 +146,57 @@ class LLMEngine:
                 req.metrics.scheduled_time = now
         try:
             result = self.runner.execute(sched)
-        except Exception as e:  # noqa: BLE001 - any failure fails this step's requests, not the engine
-            outputs += self._fail(sched, e)
-        else:
-            got_token = self.scheduler.update_from_output(sched, result)
-            outputs += self.outputs.process(sched, result, got_token)
+        except Exception as e:  # noqa: BLE001 - a failing forward fails its requests, never the engine
+            result = self._isolate(sched, e)
+        got_token = self.scheduler.update_from_output(sched, result)
+        outputs += self.outputs.process(sched, result, got_token)
+        outputs += self._fail_rows(sched, result)
         self._publish_stats()
         return outputs
 
-    def _fail(self, sched: SchedulerOutput, exc: Exception) -> list[RequestOutput]:
-        """Finish every request of a failed step with a RequestError (503 for out-of-memory)."""
-        if isinstance(exc, torch.OutOfMemoryError):
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            err = RequestError(f"out of memory while running a batch of {sched.total_tokens} tokens; retry later, "
-                               f"or lower --max-num-batched-tokens / --max-num-seqs", status=503,
-                               kind="out_of_memory")
-        else:
-            err = RequestError(f"engine error: {type(exc).__name__}: {exc}", status=500, kind="internal_error")
-        log.error("step failed for %d requests: %s", len(sched.requests), exc, exc_info=exc)
-        return self.outputs.fail(sched.requests, err)
+    def _isolate(self, sched: SchedulerOutput, exc: Exception) -> ModelRunnerOutput:
+        """After the batch's forward raised: run each request alone and keep the errors of those that
+        fail alone (all of them where re-running is unsafe: one request, or recurrent state)."""
+        if isinstance(exc, torch.OutOfMemoryError) and self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        reqs, n = sched.requests, len(sched.requests)
+        log.error("step of %d request(s) failed: %s: %s", n, type(exc).__name__, exc)
+        merged = ModelRunnerOutput([None] * n, [None] * n, [None] * n)
+        if n == 1 or self.runner.spec.is_hybrid:
+            merged.errors = {i: step_error(exc, sched.total_tokens) for i in range(n)}
+            return merged
+        for i, (req, q) in enumerate(zip(reqs, sched.num_scheduled_tokens)):
+            try:
+                alone = self.runner.execute(SchedulerOutput([req], [q]))
+            except Exception as e:  # noqa: BLE001 - this request fails even alone: it is the cause
+                merged.errors[i] = step_error(e, q)
+                continue
+            merged.sampled_token_ids[i] = alone.sampled_token_ids[0]
+            merged.logprobs[i] = alone.logprobs[0] if alone.logprobs else None
+            merged.prompt_logprobs[i] = alone.prompt_logprobs[0] if alone.prompt_logprobs else None
+            if 0 in alone.errors:
+                merged.errors[i] = alone.errors[0]
+        log.error("re-run one by one: %d of %d request(s) failed alone", len(merged.errors), n)
+        return merged
+
+    def _fail_rows(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[RequestOutput]:
+        """Finish the API requests of the step's failed rows, each with its own error."""
+        outputs: list[RequestOutput] = []
+        for i, err in sorted(result.errors.items()):
+            req = sched.requests[i]
+            if req.status.is_finished and self.outputs.is_finished(req.group_id):
+                continue  # already failed through a sibling sample (n > 1)
+            log.warning("request %s failed: %s", req.group_id, err)
+            outputs += self.outputs.fail([req], err)
+        return outputs
 
     # -- stats -----------------------------------------------------------------------------------
     def _publish_stats(self) -> None:
         s = self.scheduler.make_stats()
+        bm, pool = self.scheduler.block_manager, self.scheduler.state_pool
         self.stats.update(num_running=s.num_running, num_waiting=s.num_waiting, kv_usage=s.kv_usage,
                           state_usage=s.state_usage, num_preemptions=s.num_preemptions,
-                          prefix_cache_queries=s.prefix_cache_queries, prefix_cache_hits=s.prefix_cache_hits)
+                          prefix_cache_queries=s.prefix_cache_queries, prefix_cache_hits=s.prefix_cache_hits,
+                          kv_blocks_used=bm.num_blocks - bm.num_free_blocks,
+                          state_slots_used=pool.num_slots - pool.num_free if pool is not None else 0,
+                          tracked_requests=len(self.outputs))

@@ -18,6 +18,7 @@ from awqserve.compile.compiled_decode import CompiledDecode, WarmupProgress
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.batch import ModelRunnerOutput, SchedulerOutput
 from awqserve.engine.cache_plan import default_budget, plan_caches
+from awqserve.engine.faults import FaultInjector
 from awqserve.engine.outputs import TokenLogprob
 from awqserve.engine.request import Request
 from awqserve.engine.sampler import Sampler
@@ -45,6 +46,7 @@ class ModelRunner:
         self.recurrent_states = [self._alloc((n, *s.recurrent_shape), s.recurrent_dtype) for s in self.spec.state]
         self.sampler = sampler or Sampler()
         self.compiled: CompiledDecode | None = None
+        self.faults: FaultInjector | None = None  # test-only (engine/faults.py); set by the engine
         log.info("KV cache: %d blocks x %d tokens (%.1f MiB); state slots: %d (%.1f MiB)", self.plan.num_blocks,
                  self.block_size, self.plan.kv_bytes / 2**20, n, self.plan.state_bytes / 2**20)
 
@@ -88,9 +90,12 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> ModelRunnerOutput:
-        """Run the batch; sample for requests whose scheduled tokens reach their last token."""
-        input_ids, ctx = self.build_inputs(sched)
+        """Run the batch; sample for requests whose scheduled tokens reach their last token. Raises if
+        the forward fails (the whole batch); a failure confined to one sampled row is in `errors`."""
         reqs, q_lens = sched.requests, sched.num_scheduled_tokens
+        if self.faults is not None:
+            self.faults.before_forward([r.group_id for r in reqs])
+        input_ids, ctx = self.build_inputs(sched)
         ends = [0] + _cumsum(q_lens)
         sample_idx = [i for i, (r, q) in enumerate(zip(reqs, q_lens)) if r.num_computed_tokens + q == r.num_tokens]
         rows = [ends[i + 1] - 1 for i in sample_idx]
@@ -107,13 +112,19 @@ class ModelRunner:
             if not all_rows:
                 return ModelRunnerOutput(sampled, lps, plps)
             logits = self.model.compute_logits(hidden[torch.tensor(all_rows, device=hidden.device)]).float()
+        errors: dict[int, Exception] = {}
         if rows:
-            toks, recs = self.sampler(logits[: len(rows)], [reqs[i] for i in sample_idx])
+            sampling, sreqs = logits[: len(rows)], [reqs[i] for i in sample_idx]
+            if self.faults is not None:
+                sampling = sampling.clone()
+                self.faults.corrupt_logits(sampling, [r.group_id for r in sreqs])
+            toks, recs, errs = self.sampler.sample_rows(sampling, sreqs)
             for i, t, rec in zip(sample_idx, toks, recs):
                 sampled[i], lps[i] = t, rec
+            errors = {sample_idx[j]: e for j, e in errs.items()}
         if prompt_rows:
             self._fill_prompt_logprobs(logits[len(rows):], prompt_targets, prompt_owner, reqs, plps)
-        return ModelRunnerOutput(sampled, lps, plps)
+        return ModelRunnerOutput(sampled, lps, plps, errors)
 
     @staticmethod
     def _prompt_rows(reqs: list[Request], q_lens: list[int], ends: list[int]) -> tuple[list[int], list[int], list[int]]:

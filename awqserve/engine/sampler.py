@@ -13,6 +13,7 @@ import torch
 
 from typing import TYPE_CHECKING
 
+from awqserve.engine.faults import nan_error, sampling_error
 from awqserve.engine.outputs import TokenLogprob
 from awqserve.engine.request import Request
 
@@ -77,6 +78,48 @@ class Sampler:
             for i, rec in zip(lp_rows, _logprob_records(raw_lps, [token_list[i] for i in lp_rows], ks)):
                 records[i] = rec
         return token_list, records
+
+    def sample_rows(self, logits: torch.Tensor, requests: list[Request]
+                    ) -> tuple[list[int | None], list[TokenLogprob | None], dict[int, Exception]]:
+        """Like `__call__`, but a failure confined to one row fails that row only.
+
+        A row whose raw logits are not finite, or whose request cannot be prepared (its seed does not
+        fit a generator), is left out with an error; the rest are sampled as a batch, and should that
+        raise, one by one from the untouched logits. Returns (token or None, record or None, errors
+        by row). `logits` is not modified."""
+        errors: dict[int, Exception] = {}
+        finite = torch.isfinite(logits).all(dim=-1).tolist()
+        for i, r in enumerate(requests):
+            if not finite[i]:
+                errors[i] = nan_error()
+                continue
+            try:
+                self._prepare(r, logits.device)
+            except Exception as e:  # noqa: BLE001 - this request's own parameters: fail it alone
+                errors[i] = sampling_error(e)
+        ok = [i for i in range(len(requests)) if i not in errors]
+        tokens: list[int | None] = [None] * len(requests)
+        records: list[TokenLogprob | None] = [None] * len(requests)
+        try:
+            got = self(logits[ok], [requests[i] for i in ok]) if ok else ([], [])
+            pairs = [(i, t, rec) for i, t, rec in zip(ok, *got)]
+        except Exception:  # noqa: BLE001 - find the row(s) at fault; the others still get their token
+            pairs = []
+            for i in ok:
+                try:
+                    (t,), (rec,) = self(logits[i:i + 1].clone(), [requests[i]])
+                    pairs.append((i, t, rec))
+                except Exception as e:  # noqa: BLE001
+                    errors[i] = sampling_error(e)
+        for i, t, rec in pairs:
+            tokens[i], records[i] = t, rec
+        return tokens, records, errors
+
+    @staticmethod
+    def _prepare(r: Request, device: torch.device) -> None:
+        """Per-request set-up that can fail on the request's own values (before any draw)."""
+        if r.params.seed is not None and r.generator is None:
+            r.generator = torch.Generator(device=device).manual_seed(r.params.seed + r.index)
 
     # -- processors ------------------------------------------------------------------------------
     def _sample(self, x: torch.Tensor, requests: list[Request]) -> torch.Tensor:
@@ -171,8 +214,7 @@ class Sampler:
         for i, r in enumerate(requests):
             if r.params.seed is None:
                 continue
-            if r.generator is None:
-                r.generator = torch.Generator(device=probs.device).manual_seed(r.params.seed + r.index)
+            Sampler._prepare(r, probs.device)
             q[i].exponential_(generator=r.generator)
         return q
 

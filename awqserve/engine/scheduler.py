@@ -187,11 +187,13 @@ class Scheduler:
     def update_from_output(self, sched: SchedulerOutput, result: ModelRunnerOutput) -> list[Request]:
         """Advance computed counters and prompt-logprob progress, register full blocks in the prefix
         cache, append sampled tokens and apply `check_stop` (freeing what finished). Returns the
-        requests that received a token this step, finished ones included."""
+        requests that received a token this step, finished ones included. A request that failed in the
+        step (`result.errors`) is left as it was: its KV may be garbage and must not reach the prefix
+        cache; the engine fails it right after."""
         got_token: list[Request] = []
         for i, (req, n) in enumerate(zip(sched.requests, sched.num_scheduled_tokens)):
-            if req.status != RequestStatus.RUNNING:
-                continue  # aborted while the step ran
+            if req.status != RequestStatus.RUNNING or i in result.errors:
+                continue  # aborted while the step ran, or failed in it
             req.num_computed_tokens += n
             plp = result.prompt_logprobs[i] if result.prompt_logprobs else None
             if plp:

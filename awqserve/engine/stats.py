@@ -30,7 +30,12 @@ class EngineStats:
     prompt_tokens: int = 0  # prompt tokens computed (prefill work)
     generation_tokens: int = 0
     finished: dict[str, int] = field(default_factory=dict)  # finish_reason -> count
+    failures: dict[str, int] = field(default_factory=dict)  # RequestError.kind of failed requests -> count
     num_steps: int = 0
+    # exact bookkeeping after the last step (a leak shows as a non-zero value on an idle engine)
+    kv_blocks_used: int = 0  # KV blocks referenced by a request (cached-but-free blocks excluded)
+    state_slots_used: int = 0
+    tracked_requests: int = 0  # API requests the output processor still holds
 
 
 class StatsListener(Protocol):
@@ -65,6 +70,10 @@ class StatsHolder:
     def count_finished(self, reason: str) -> None:
         with self._lock:
             self._stats.finished[reason] = self._stats.finished.get(reason, 0) + 1
+
+    def count_failure(self, kind: str) -> None:
+        with self._lock:
+            self._stats.failures[kind] = self._stats.failures.get(kind, 0) + 1
 
     def snapshot(self) -> EngineStats:
         with self._lock:
