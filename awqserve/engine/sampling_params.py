@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 from awqserve.structured.spec import GrammarSpec
 
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 63) - 1  # OpenAI's int64; torch generators take seed + sample index
+
 
 @dataclass
 class SamplingParams:
@@ -17,6 +19,8 @@ class SamplingParams:
     (the token itself is not decoded into the text), as does EOS unless `ignore_eos`. `grammar`
     constrains every sampled token (a JSON schema, regex, choice, grammar or tool calls); the request
     then also stops when the grammar is complete. Logprobs stay those of the unconstrained model.
+    `seed` is any 64-bit signed integer (OpenAI's `int64`); -1 means "no seed" (fresh randomness per
+    request, llama.cpp's convention) and is stored as None.
     """
 
     n: int = 1
@@ -46,8 +50,12 @@ class SamplingParams:
         self.stop = [s for s in self.stop if s]
         if self.top_k == -1:
             self.top_k = 0
+        if self.seed == -1:
+            self.seed = None
         checks = [
             (self.n >= 1, "n", "must be >= 1"),
+            (self.seed is None or SEED_MIN <= self.seed <= SEED_MAX, "seed",
+             f"must be a 64-bit signed integer ({SEED_MIN}..{SEED_MAX}; -1 for none)"),
             (self.temperature >= 0.0, "temperature", "must be >= 0"),
             (0.0 < self.top_p <= 1.0, "top_p", "must be in (0, 1]"),
             (self.top_k >= 0, "top_k", "must be -1, 0 or positive"),

@@ -6,7 +6,8 @@ ChatML specials and a ChatML template. Generation: greedy requests spell PHRASE 
 sampled ones draw lowercase letters from a `random.Random(seed + sample index)`. Slots: at most
 `max_num_seqs` requests run at once, the rest wait (so queue limits are observable). Triggers in
 the prompt text: `__script__:TEXT` answers exactly TEXT (`_script`); `__oom__` fails the request with
-RequestError(503, "out_of_memory") after one token; `__die__` kills the engine. Env overrides (for the server-as-subprocess tests):
+RequestError(503, "out_of_memory") after one token; `__crash__` raises a RuntimeError naming a file;
+`__die__` kills the engine. Env overrides (for the server-as-subprocess tests):
 FAKE_ENGINE_LOAD_DELAY, FAKE_ENGINE_STEP_DELAY, FAKE_ENGINE_KV_USAGE.
 """
 from __future__ import annotations
@@ -178,6 +179,8 @@ class FakeAsyncEngine:
             if "__die__" in text_prompt:
                 self.dead, self.error = True, RuntimeError("fake engine died")
                 raise EngineDeadError("fake engine died")
+            if "__crash__" in text_prompt:  # an unexpected failure whose text names a file on the server
+                raise RuntimeError("kernel failed reading /srv/models/secret/model.safetensors")
             if "__oom__" in text_prompt and not first:
                 raise RequestError("CUDA out of memory (fake)", status=503, kind="out_of_memory")
             now = time.monotonic()

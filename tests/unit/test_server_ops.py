@@ -59,8 +59,10 @@ def test_api_keys() -> None:
             assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
         assert c.get("/v1/models", headers={"authorization": "Bearer k2"}).status_code == 200
         assert c.post("/tokenize", json={"prompt": "a"}).status_code == 401
-        for open_path in ("/health", "/health/live", "/health/ready", "/metrics", "/version"):
+        for open_path in ("/health", "/health/live", "/health/ready", "/metrics"):
             assert c.get(open_path).status_code == 200
+        for closed in ("/version", "/openapi.json", "/no-such-route"):  # not even which routes exist
+            assert c.get(closed).status_code == 401
     with run_server(ServerConfig(api_keys=("k",), protect_metrics=True)) as s, s.client() as c:
         assert c.get("/metrics").status_code == 401
         assert c.get("/metrics", headers={"authorization": "Bearer k"}).status_code == 200

@@ -13,13 +13,14 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.protocol import EngineClient
 from awqserve.entrypoints.openai import health, serving_models, serving_responses
 from awqserve.entrypoints.openai.errors import install_exception_handlers
 from awqserve.entrypoints.openai.metrics import CONTENT_TYPE, ServerMetrics
+from awqserve.entrypoints.openai.openapi import build_document
 from awqserve.entrypoints.openai.middleware import ServerMiddleware, memory_warning
 from awqserve.entrypoints.openai.serving_chat import create_chat_completion
 from awqserve.entrypoints.openai.serving_completion import create_completion
@@ -64,10 +65,16 @@ def _add_routes(app: FastAPI, config: ServerConfig) -> None:
     r.add_route("/health/live", health.live, methods=["GET"])
     r.add_route("/health/ready", health.ready, methods=["GET"])
     r.add_route("/version", health.version, methods=["GET"])
+    r.add_route("/openapi.json", _openapi, methods=["GET"])
     if not config.disable_metrics:
         r.add_route("/metrics", _metrics, methods=["GET"])
     if config.ui:  # the chat page at / (static files; it talks to the API above like any client)
         add_ui_routes(r)
+
+
+async def _openapi(request: Request) -> Response:
+    doc = build_document(get_state(request).config)
+    return JSONResponse(doc)
 
 
 async def _metrics(request: Request) -> Response:

@@ -18,7 +18,7 @@ from awqserve.entrypoints.openai.errors import bad_request
 from awqserve.entrypoints.openai.protocol import ChatCompletionRequest
 from awqserve.entrypoints.openai.serving_base import Prepared
 from awqserve.entrypoints.openai.structured_request import chat_constraint
-from awqserve.entrypoints.openai.tokenization import messages_to_dicts
+from awqserve.entrypoints.openai.tokenization import content_chars, messages_to_dicts
 from awqserve.parsers import ChatOutputParser, Qwen3ReasoningParser, build_chat_parser
 from awqserve.structured import GrammarSpec
 
@@ -52,6 +52,7 @@ def build_conversation(p: Prepared[ChatCompletionRequest]) -> Conversation:
     if req.tool_choice not in (None, "none") and not tools:
         raise bad_request("tool_choice is only allowed when tools are given.", param="tool_choice",
                           code="invalid_value")
+    p.tok.check_length(content_chars(req.messages), p.info.max_model_len, "messages")
     messages = chat_tools.history_dicts(req.messages, messages_to_dicts(req.messages))
     knows = chat_tools.template_knows_tools(p.tok.chat_template)
     rendered = chat_tools.render(messages, tools if use_tools else None, knows)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, *, type: str | None = None, param: str | None = None,
                  code: str | None = None, retry_after: float | None = None,
                  headers: dict[str, str] | None = None) -> None:
+        message = scrub(message) if status >= 500 else message
         super().__init__(message)
         self.status = status
         self.message = message
@@ -48,6 +50,18 @@ class APIError(Exception):
 
     def to_response(self) -> Response:
         return JSONResponse(self.body(), status_code=self.status, headers=self.response_headers())
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}[\\/]?")
+_MAX_SERVER_MESSAGE = 1000
+
+
+def scrub(text: str) -> str:
+    """A server-side failure's text as a client may see it: no traceback, no file-system paths (they
+    say how the machine is laid out), bounded length. The full error goes to the server log."""
+    text = text.split("Traceback (most recent call last)", 1)[0].strip()
+    text = _PATH.sub("<path>", text)
+    return text if len(text) <= _MAX_SERVER_MESSAGE else text[:_MAX_SERVER_MESSAGE] + "..."
 
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -92,6 +106,14 @@ def context_length_exceeded(max_len: int, prompt_tokens: int, max_tokens: int | 
                f"completion). Please shorten the {param} or lower max_tokens (at most "
                f"{max(max_len - prompt_tokens, 0)} for this prompt).")
         param = "max_tokens" if prompt_tokens < max_len else param
+    return APIError(400, msg, param=param, code="context_length_exceeded")
+
+
+def prompt_too_long(max_len: int, min_tokens: int, chars: int, param: str) -> APIError:
+    """Like `context_length_exceeded`, decided from the text's length before tokenizing it (a huge
+    prompt must not hold the event loop while it is tokenized)."""
+    msg = (f"This model's maximum context length is {max_len} tokens. However, your {param} ({chars} "
+           f"characters) would be at least {min_tokens} tokens. Please shorten the {param}.")
     return APIError(400, msg, param=param, code="context_length_exceeded")
 
 

@@ -27,11 +27,18 @@ logger = logging.getLogger("awqserve.server")
 API_PREFIXES = ("/v1/", "/tokenize", "/detokenize")
 QUIET_PATHS = ("/health", "/metrics", "/ui/")  # probed often (or page assets): logged at debug level only
 KNOWN_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/tokenize",
-                "/detokenize", "/health", "/health/live", "/health/ready", "/metrics", "/version"}
+                "/detokenize", "/health", "/health/live", "/health/ready", "/metrics", "/version",
+                "/openapi.json"}
 
 
 def is_api(path: str) -> bool:
     return path.startswith(API_PREFIXES) or path == "/v1"
+
+
+def is_public(path: str) -> bool:
+    """Open even when API keys are set: probes, metrics (unless --protect-metrics) and the chat page,
+    whose own requests to the API carry the key the user typed."""
+    return path.startswith(("/health", "/ui/")) or path in ("/", "/metrics", "/favicon.ico")
 
 
 def route_label(path: str) -> str:
@@ -87,7 +94,7 @@ class ServerMiddleware:
         cfg, path = self.state.config, scope["path"]
         if scope["method"] == "OPTIONS":
             return None
-        guarded = is_api(path) or (path == "/metrics" and cfg.protect_metrics)
+        guarded = not is_public(path) or (path == "/metrics" and cfg.protect_metrics)
         if cfg.api_keys and guarded and not api_key_ok(token, cfg.api_keys):
             self.state.count_reject("invalid_api_key")
             why = "No API key provided" if token is None else "Incorrect API key provided"

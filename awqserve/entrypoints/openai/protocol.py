@@ -175,9 +175,11 @@ def parse_body(raw: bytes, model: type[M]) -> M:
         return model.model_validate_json(raw)
     except ValidationError as e:
         errors = list(e.errors())
-        if any(err.get("type") == "json_invalid" for err in errors):
-            raise bad_request("We could not parse the JSON body of your request: it is not valid JSON.",
-                              code="invalid_json") from None
+        bad_json = [err for err in errors if err.get("type") == "json_invalid"]
+        if bad_json:  # pydantic's reason says where and why: "lone leading surrogate ... at line 1 column 40"
+            why = str(bad_json[0].get("ctx", {}).get("error", "")) or "syntax error"
+            raise bad_request("We could not parse the JSON body of your request: it is not valid JSON "
+                              f"({why}).", code="invalid_json") from None
         raise validation_error(errors) from None
 
 

@@ -32,7 +32,8 @@ class ServerConfig:
     protect_metrics: bool = False
     shutdown_timeout: float = 30.0
     max_request_body_bytes: int = 16 << 20
-    disable_log_requests: bool = False
+    disable_log_requests: bool = False  # no access-log line per request
+    log_requests: bool = False  # also log each generation's prompt text and parameters (off: logs hold no prompts)
     chat_template: str | None = None  # template text overriding the tokenizer's
     log_level: str = "info"
     ssl_keyfile: str | None = None

@@ -7,6 +7,7 @@ limits) and this module maps its errors onto the endpoint's field names (400).
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Generic, Mapping, Sequence, TypeVar
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from awqserve.engine.protocol import EngineClient, EngineInfo
 from awqserve.engine.sampling_params import SamplingParams
 from awqserve.entrypoints.openai.errors import APIError, bad_request, context_length_exceeded
-from awqserve.entrypoints.openai.protocol import parse_body, reject_unsupported
+from awqserve.entrypoints.openai.protocol import SamplingRequest, parse_body, reject_unsupported
 from awqserve.entrypoints.openai.runner import ClientDisconnected, RequestContext, Timing, until_disconnect
 from awqserve.entrypoints.openai.sse import SSEResponse, finish_stream
 from awqserve.entrypoints.openai.state import AppState, get_ctx, get_state
@@ -27,6 +28,7 @@ from awqserve.errors import ContextLengthError, InvalidRequestError
 from awqserve.version import __version__
 
 FINGERPRINT = f"fp_awqserve_{__version__}"
+logger = logging.getLogger("awqserve.server")
 R = TypeVar("R", bound=BaseModel)
 
 
@@ -50,6 +52,9 @@ async def prepare(request: Request, model_cls: type[R]) -> Prepared[R]:
     state, ctx = get_state(request), get_ctx(request)
     req = parse_body(await request.body(), model_cls)
     reject_unsupported(req)
+    if isinstance(req, SamplingRequest) and req.stream_options is not None and not req.stream:
+        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is true.",
+                          param="stream_options", code="invalid_value")
     engine = state.require_engine()
     model = state.resolve_model(getattr(req, "model", None))
     return Prepared(state, ctx, req, engine, state.info, state.require_tokenizer(), model)
@@ -74,6 +79,13 @@ def map_invalid(err: InvalidRequestError, renames: Mapping[str, str]) -> APIErro
         message = f"{param}={message[len(err.param) + 1:]}"
     message += "" if message.endswith(".") else "."
     return bad_request(message, param=param, code=err.code)
+
+
+def log_prompts(p: Prepared[Any], rid: str, prompts: Sequence[str | Sequence[int]], params: SamplingParams) -> None:
+    """With `--log-requests` only: the prompts (text, or token ids) and parameters of one generation.
+    Without it nothing a user wrote reaches the log."""
+    if p.state.config.log_requests:
+        logger.info("request %s id=%s prompts=%r params=%r", rid, p.ctx.request_id, list(prompts), params)
 
 
 def response_base(obj: str, rid: str, created: int, model: str) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from awqserve.entrypoints.openai.logprobs import chat_logprobs
 from awqserve.entrypoints.openai.protocol import ChatCompletionRequest
 from awqserve.entrypoints.openai.runner import Generation
 from awqserve.entrypoints.openai.sampling import build_params
-from awqserve.entrypoints.openai.serving_base import (Prepared, StreamChunks, check_with_engine, prepare, respond,
-                                                      response_base, usage)
+from awqserve.entrypoints.openai.serving_base import (Prepared, StreamChunks, check_with_engine, log_prompts, prepare,
+                                                      respond, response_base, usage)
 from awqserve.entrypoints.openai.sse import sse_event
 from awqserve.entrypoints.openai.chat_output import ChoiceOutput, stream_deltas
 from awqserve.engine.sampling_params import SamplingParams
@@ -80,6 +80,7 @@ async def start_chat_job(p: Prepared[ChatCompletionRequest], rid: str, *,
     params = build_params(req, generation=p.info.generation_defaults, max_tokens=req.requested_max_tokens,
                           logprobs=k, grammar=grammar)
     check_with_engine(p.engine, conv.prompt, params, prompt_param=prompt_param, renames={"logprobs": "top_logprobs"})
+    log_prompts(p, rid, [conv.prompt_text], params)
     p.state.admit(p.ctx.client, len(conv.prompt))
     choices = [ChoiceOutput(conv.parser(), conv.reasoning) for _ in range(req.n)]
     job = ChatJob(p, conv.prompt, k, Generation(p.state, p.ctx, rid, [conv.prompt], [params]), rid, choices)

@@ -19,8 +19,8 @@ from awqserve.entrypoints.openai.logprobs import LegacyLogprobs
 from awqserve.entrypoints.openai.protocol import CompletionRequest
 from awqserve.entrypoints.openai.runner import Generation
 from awqserve.entrypoints.openai.sampling import build_params
-from awqserve.entrypoints.openai.serving_base import (Prepared, StreamChunks, check_with_engine, prepare, respond,
-                                                      response_base, usage)
+from awqserve.entrypoints.openai.serving_base import (Prepared, StreamChunks, check_with_engine, log_prompts, prepare,
+                                                      respond, response_base, usage)
 from awqserve.entrypoints.openai.serving_chat import finish_reason
 from awqserve.entrypoints.openai.sse import sse_event
 from awqserve.entrypoints.openai.structured_request import compile_constraint, completion_constraint
@@ -42,7 +42,7 @@ class _Choice:
     echoed: bool = False
 
 
-def _prompts(req: CompletionRequest, tok: TokenizerView) -> list[Prompt]:
+def _prompts(req: CompletionRequest, tok: TokenizerView, max_model_len: int) -> list[Prompt]:
     """Normalise the four prompt forms; 400 for empty prompts (ids are checked by the engine)."""
     raw = req.prompt
     if isinstance(raw, str):
@@ -53,6 +53,7 @@ def _prompts(req: CompletionRequest, tok: TokenizerView) -> list[Prompt]:
     out = []
     for item in items:
         if isinstance(item, str):
+            tok.check_length(len(item), max_model_len, "prompt")
             out.append(Prompt(tok.encode(item, add_special_tokens=req.add_special_tokens), item))
         else:
             out.append(Prompt(list(item), None))
@@ -111,7 +112,7 @@ async def create_completion(request: Request) -> Response:
     req = p.req
     if req.best_of is not None and req.best_of != req.n:
         raise unsupported_parameter("best_of", "Only best_of equal to n (or unset) is supported.")
-    prompts = _prompts(req, p.tok)
+    prompts = _prompts(req, p.tok, p.info.max_model_len)
     grammar = await compile_constraint(p.engine, completion_constraint(req))
     params: list[SamplingParams] = []
     for pr in prompts:
@@ -122,6 +123,7 @@ async def create_completion(request: Request) -> Response:
         params.append(sp)
     p.state.admit(p.ctx.client, sum(len(x.ids) for x in prompts))
     rid = f"cmpl-{uuid.uuid4().hex}"
+    log_prompts(p, rid, [x.text if x.text is not None else x.ids for x in prompts], params[0])
     job = CompletionJob(p, prompts, req.logprobs, Generation(p.state, p.ctx, rid, [x.ids for x in prompts], params),
                         id=rid)
     return await respond(request, stream=bool(req.stream), debug=p.ctx.debug, timing=job.gen.timing,

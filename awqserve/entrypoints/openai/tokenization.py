@@ -6,10 +6,10 @@ token when logprobs are on.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
-from awqserve.entrypoints.openai.errors import bad_request, unsupported_parameter
+from awqserve.entrypoints.openai.errors import bad_request, prompt_too_long, unsupported_parameter
 from awqserve.entrypoints.openai.protocol import ChatMessage
 from awqserve.errors import AwqServeError
 from awqserve.loader.tokenizer import render_chat_template
@@ -34,6 +34,7 @@ def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """Request messages → chat-template dicts. Content parts must be text (joined by newlines)."""
     out: list[dict[str, Any]] = []
     for i, msg in enumerate(messages):
+        _check_content(i, msg)
         item: dict[str, Any] = {"role": msg.role, **(msg.model_extra or {})}
         if isinstance(msg.content, list):
             texts = []
@@ -55,6 +56,30 @@ def messages_to_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
+def content_chars(messages: list[ChatMessage]) -> int:
+    """Characters of text in the messages' contents (what a chat template copies into the prompt)."""
+    total = 0
+    for msg in messages:
+        if isinstance(msg.content, str):
+            total += len(msg.content)
+        elif msg.content:
+            total += sum(len(part.text or "") for part in msg.content)
+    return total
+
+
+def _check_content(i: int, msg: ChatMessage) -> None:
+    """OpenAI's rule: every message has content, except an assistant message that carries tool calls;
+    a content array has at least one part. 400 naming `messages[i].content`."""
+    param = f"messages[{i}].content"
+    if msg.content is None and not (msg.role == "assistant" and msg.tool_calls):
+        needs = " (or tool_calls)" if msg.role == "assistant" else ""
+        raise bad_request(f"Missing required parameter: '{param}': a {msg.role} message needs content{needs}.",
+                          param=param, code="missing_required_parameter")
+    if isinstance(msg.content, list) and not msg.content:
+        raise bad_request(f"Invalid '{param}': empty array; send at least one content part.",
+                          param=param, code="invalid_value")
+
+
 class TokenizerView:
     """Wraps a Hugging Face tokenizer; `chat_template` (text) overrides the model's own template."""
 
@@ -64,6 +89,22 @@ class TokenizerView:
             tokenizer.chat_template = chat_template
         self._str_cache: dict[int, str] = {}
         self._bytes_cache: dict[int, list[int]] = {}
+
+    @cached_property
+    def max_token_chars(self) -> int:
+        """The longest vocabulary piece in characters. A piece never stands for more characters of
+        text than it has (byte-level BPE: one character per byte; sentencepiece: one per character),
+        so a text of c characters is at least ceil(c / max_token_chars) tokens."""
+        pieces = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
+        return max([len(p) for p in pieces if isinstance(p, str)] or [1])
+
+    def check_length(self, chars: int, max_model_len: int, param: str) -> None:
+        """400 before tokenizing when `chars` characters cannot fit the context whatever they say."""
+        if chars <= max_model_len:  # cheap path: every token is at least one character
+            return
+        least = -(-chars // self.max_token_chars)
+        if least > max_model_len:
+            raise prompt_too_long(max_model_len, least, chars, param)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return list(self.tok.encode(text, add_special_tokens=add_special_tokens))
