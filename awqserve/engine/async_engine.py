@@ -74,6 +74,11 @@ class AsyncEngine:
         self._dead = False
         self._stopping = False
         self._error: BaseException | None = None
+        # Sequences (n > 1 counts n) not yet running, in three places, each written under `_cond`:
+        # handed over (`_new`), taken by the engine thread this iteration, waiting in the engine as of
+        # the last step. A request is in at least one of them until a step has scheduled it.
+        self._new_seqs = 0
+        self._taken_seqs = 0
         self._engine_waiting = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -149,9 +154,18 @@ class AsyncEngine:
             raise EngineDeadError("the engine is not ready")
         self._engine.inputs.validate(prompt_token_ids, params, strict_length=True)
 
+    @property
+    def num_streams(self) -> int:
+        """Requests with a live consumer (0 when idle; a leak otherwise)."""
+        with self._cond:
+            return len(self._streams)
+
     def num_waiting(self) -> int:
-        """Requests not yet running: handed over but not admitted, plus the engine's waiting queue."""
-        return len(self._new) + self._engine_waiting
+        """Sequences not yet running (n > 1 counts n): handed over, being added, or in the engine's
+        waiting queue. Never below the engine's own count (the `vllm:num_requests_waiting` gauge);
+        above it for at most one step while new requests are being scheduled."""
+        with self._cond:
+            return self._new_seqs + self._taken_seqs + self._engine_waiting
 
     # -- requests --------------------------------------------------------------------------------
     async def generate(self, prompt_token_ids: list[int], params: SamplingParams,
@@ -172,6 +186,7 @@ class AsyncEngine:
                 raise ValueError(f"request id {request_id!r} is already in use")
             self._streams[request_id] = _Stream(loop, queue)
             self._new.append((request_id, list(prompt_token_ids), params, time.monotonic()))
+            self._new_seqs += params.n
             self._cond.notify()
         finished = False
         try:
@@ -219,6 +234,7 @@ class AsyncEngine:
                 if self._stopping:
                     return
                 new, self._new = self._new, []
+                self._taken_seqs, self._new_seqs = self._new_seqs, 0
                 aborts, self._aborts = self._aborts, []
             for rid, prompt, params, arrival in new:
                 try:
@@ -230,7 +246,8 @@ class AsyncEngine:
             for rid in aborts:
                 engine.abort(rid)
             outputs = engine.step() if engine.has_unfinished() else []
-            self._engine_waiting = engine.num_waiting
+            with self._cond:
+                self._engine_waiting, self._taken_seqs = engine.num_waiting, 0
             self._deliver([(o.request_id, o) for o in outputs])
 
     def _deliver(self, items: list[tuple[str, _Item]]) -> None:

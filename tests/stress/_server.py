@@ -103,16 +103,3 @@ class StressServer:
                 self.proc.wait(10)
         return int(self.proc.returncode)
 
-
-def metric_value(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` in Prometheus text whose labels include `labels` (0.0 if none)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("#") or not line.startswith(name):
-            continue
-        head, _, value = line.rpartition(" ")
-        metric, _, rest = head.partition("{")
-        if metric != name or not all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            continue
-        total += float(value)
-    return total

@@ -36,7 +36,19 @@ def health_body(state: AppState) -> dict[str, Any]:
         "num_running": int(snap.num_running), "kv_cache_usage": round(float(snap.kv_usage), 4),
         "max_model_len": state.info.max_model_len, "in_flight": state.tracker.api_requests,
     })
+    if state.debug_engine:
+        body["engine_debug"] = engine_debug(state)
     return body
+
+
+def engine_debug(state: AppState) -> dict[str, Any]:
+    """With AWQSERVE_DEBUG_ENGINE=1 (tests): what must all be 0 on an idle server, as of the last step."""
+    engine = state.require_engine()
+    snap = engine.stats.snapshot()
+    return {"kv_blocks_used": snap.kv_blocks_used, "state_slots_used": snap.state_slots_used,
+            "tracked_requests": snap.tracked_requests, "engine_streams": int(getattr(engine, "num_streams", 0)),
+            "reserved_seqs": state.tracker.reserved_seqs, "engine_requests": state.tracker.engine_requests,
+            "failures": dict(snap.failures)}
 
 
 async def health(request: Request) -> Response:

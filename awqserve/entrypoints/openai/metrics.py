@@ -174,6 +174,12 @@ class _SnapshotCollector:
         for reason in sorted({"stop", "length", "abort", *s.finished}):
             ok.add_metric([*lv, reason], s.finished.get(reason, 0))
         yield ok
+        # No vLLM equivalent: requests that failed inside the engine, by cause (engine/faults.py kinds).
+        failed = CounterMetricFamily("awqserve:request_failures", "Requests failed inside the engine, by reason.",
+                                     labels=[*LABELS, "reason"])
+        for reason in sorted({"internal_error", "out_of_memory", "nan_logits", "sampling_error", *s.failures}):
+            failed.add_metric([*lv, reason], s.failures.get(reason, 0))
+        yield failed
         yield from self._info(lv)
 
     def _info(self, lv: list[str]) -> Iterator[Metric]:

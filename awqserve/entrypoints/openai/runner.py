@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncGenerator, Awaitable, TypeVar
 
@@ -101,6 +102,11 @@ class Generation:
         self.state, self.ctx, self.prompts, self.params = state, ctx, prompts, params
         self.rids = [base_id] if len(prompts) == 1 else [f"{base_id}-{i}" for i in range(len(prompts))]
         self.timing = Timing(ctx.arrival)
+        # Queue places from admission to hand-over (state.Reservation); released on hand-over, or when
+        # this object is collected without having run (a stream whose client left before it started).
+        self._seqs = [p.n for p in params]
+        self._reservation = state.reserve(sum(self._seqs))
+        weakref.finalize(self, self._reservation.release)
         self._queue: asyncio.Queue[tuple[int, RequestOutput | None, BaseException | object | None]] = asyncio.Queue()
         self._completion_tokens: dict[int, int] = {}
 
@@ -114,6 +120,8 @@ class Generation:
     async def _pump(self, idx: int) -> None:
         try:
             gen = self.state.require_engine().generate(self.prompts[idx], self.params[idx], self.rids[idx])
+            # no await between this release and the hand-over inside generate()'s first step
+            self._reservation.release(self._seqs[idx])
             async for out in gen:
                 self._queue.put_nowait((idx, out, None))
             self._queue.put_nowait((idx, None, _DONE))
@@ -154,6 +162,7 @@ class Generation:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._reservation.release()  # prompts never handed over (engine gone, cancelled first)
             self._cleanup(tasks, done)
             state.tracker.end(token, n)
             if state.limiter is not None and self.ctx.client is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -79,12 +80,31 @@ def _succeed(fut: asyncio.Future[T], result: T) -> None:
         fut.set_result(result)
 
 
+class Reservation:
+    """Queue places (sequences) held from admission until the engine has the requests.
+
+    Admission and the hand-over to the engine are separated by awaits (the stream's headers go out
+    first); without a reservation every request arriving in that gap passes the same check."""
+
+    def __init__(self, tracker: "RequestTracker", seqs: int) -> None:
+        self._tracker = tracker
+        self.held = seqs
+        tracker.reserved_seqs += seqs
+
+    def release(self, seqs: int | None = None) -> None:
+        """Give back `seqs` places (all by default): the engine holds them now, or never will."""
+        n = self.held if seqs is None else min(seqs, self.held)
+        self.held -= n
+        self._tracker.reserved_seqs -= n
+
+
 @dataclass
 class RequestTracker:
     """Counts what the server has handed to the engine; `aborters` lets shutdown cut streams short."""
 
     api_requests: int = 0  # HTTP requests currently generating
     engine_requests: int = 0  # engine requests (one per prompt) currently in flight
+    reserved_seqs: int = 0  # admitted sequences not yet handed to the engine (`Reservation`)
     aborters: dict[int, Callable[[str], None]] = field(default_factory=dict)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -127,6 +147,8 @@ class AppState:
         self.responses = ResponseStore(config.responses_store_size)  # for previous_response_id
         self.on_fatal: Callable[[int], None] | None = None  # set by the server runner: exit with a code
         self._names: tuple[str, ...] = config.served_model_names
+        # Test hook, read once: /health adds the engine's exact bookkeeping (stress tests assert leaks).
+        self.debug_engine = os.environ.get("AWQSERVE_DEBUG_ENGINE") == "1"
 
     # ---- boot ----
 
@@ -218,11 +240,13 @@ class AppState:
     # ---- load figures ----
 
     def queue_depth(self) -> int:
-        """Waiting requests as the server sees them: the engine's queue plus requests not yet running."""
+        """Sequences admitted and not yet running (n > 1 counts n): reserved at admission, handed over,
+        or in the engine's waiting queue. Never below the `vllm:num_requests_waiting` gauge, so the
+        bound checked against it holds for the gauge too (preempted requests return to the queue
+        and may exceed it: they were admitted already)."""
         if self.engine is None or not self.engine.ready:
             return 0
-        snap = self.engine.stats.snapshot()
-        return max(int(self.engine.num_waiting()), self.tracker.engine_requests - int(snap.num_running))
+        return self.tracker.reserved_seqs + int(self.engine.num_waiting())
 
     def kv_usage(self) -> float:
         if self.engine is None or not self.engine.ready:
@@ -234,19 +258,29 @@ class AppState:
 
     # ---- admission ----
 
-    def admit(self, client: str | None, prompt_tokens: int) -> None:
-        """Last gate before the engine: draining → 503, queue full → 503, then charge prompt tokens."""
+    def admit(self, client: str | None, prompt_tokens: int, seqs: int = 1) -> None:
+        """Last gate before the engine: draining → 503, no room for `seqs` sequences → 503, then charge
+        prompt tokens. The place itself is taken by `reserve` (the `Generation`), with no await between."""
         if self.draining:
             self.count_reject("draining")
             raise service_unavailable("The server is shutting down and not accepting new requests.",
                                       "shutting_down", 5)
-        if self.queue_full():
+        self._check_room(seqs)
+        if self.limiter is not None and client is not None:
+            self.limiter.debit_tokens(client, prompt_tokens)
+
+    def reserve(self, seqs: int) -> Reservation:
+        """Take `seqs` queue places now (503 `queue_full` if they do not fit); release them when the
+        engine has the requests. Synchronous: check and take cannot be split by another request."""
+        self._check_room(seqs)
+        return Reservation(self.tracker, seqs)
+
+    def _check_room(self, seqs: int) -> None:
+        if self.queue_depth() + seqs > self.config.max_num_queued_reqs:
             self.count_reject("queue_full")
             raise service_unavailable(
                 f"The server is overloaded: the waiting queue is full ({self.config.max_num_queued_reqs} "
                 "requests). Retry later or lower your request rate.", "queue_full", 1)
-        if self.limiter is not None and client is not None:
-            self.limiter.debit_tokens(client, prompt_tokens)
 
     def count_reject(self, reason: str) -> None:
         """Count a refusal at the edge (queue_full, draining, invalid_api_key, rate_limit_exceeded)."""
