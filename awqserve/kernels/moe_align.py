@@ -93,6 +93,10 @@ class StackedW4A16:
         sym = all(w.zeros is None for w in weights)
         if not sym and any(w.zeros is None for w in weights):
             raise ValueError("cannot stack symmetric with asymmetric experts")
+        if weights[0].qweight.is_meta:  # shapes only: torch.stack would trace every meta input
+            w0, e = weights[0], len(weights)
+            meta = lambda t: torch.empty((e, *t.shape), dtype=t.dtype, device="meta")  # noqa: E731
+            return StackedW4A16(meta(w0.qweight), meta(w0.scales), None if sym else meta(w0.zeros), g)
         zeros = None if sym else torch.stack([w.zeros for w in weights])  # type: ignore[misc]
         return StackedW4A16(torch.stack([w.qweight for w in weights]), torch.stack([w.scales for w in weights]),
                             zeros, g)

@@ -72,6 +72,11 @@ def from_quantized(qt: QuantizedTensor, dtype: torch.dtype = torch.bfloat16,
     if not supports(qt):
         raise ValueError(f"W4A16 kernels cannot take weight {qt.shape} group {qt.group_size}")
     dev = torch.device(device) if device is not None else qt.qweight.device
+    if dev.type == "meta":  # shapes only (byte accounting of whole models): skip the meta op tracing
+        n, k = qt.shape
+        zeros = None if qt.zeros is None else torch.empty((k // qt.group_size, n), dtype=torch.uint8, device=dev)
+        return W4A16Weight(torch.empty((k // 8, n), dtype=torch.int32, device=dev),
+                           torch.empty((k // qt.group_size, n), dtype=dtype, device=dev), zeros, qt.group_size)
     u = (qt.qweight.to(device=dev, dtype=torch.int16) + 8)
     scales = qt.scales.to(device=dev, dtype=dtype).t().contiguous()
     zeros = None if qt.zeros is None else (qt.zeros.to(device=dev, dtype=torch.int16) + 8).to(torch.uint8).t().contiguous()

@@ -6,8 +6,10 @@ or float as the checkpoint's quantization config says — or, as transformers 5 
 checkpoints, fused — `experts.gate_up_proj` [E, 2I, H] and `experts.down_proj` [E, H, I];
 Qwen3-Next adds `shared_expert.{gate_proj,up_proj,down_proj}` and `shared_expert_gate` [1, H].
 
-Dispatch: tokens are sorted by the expert they were routed to, and every expert that received
-tokens runs once on all of its tokens (an [M_e, H] matmul); experts nobody chose are not touched.
+Dispatch (CPU, float experts): tokens are sorted by the expert they were routed to, and every expert
+that received tokens runs once on all of its tokens (an [M_e, H] matmul); experts nobody chose are not
+touched. On CUDA with int4 experts on the Triton kernel, `fuse_int4_experts` (called once after the
+kernels are built) stacks them into `FusedInt4Experts`: two grouped launches per layer, no host sync.
 """
 from __future__ import annotations
 
@@ -19,9 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from typing import TYPE_CHECKING
+
 from awqserve.layers.activation import SiluAndMul
 from awqserve.layers.linear import Linear
 from awqserve.layers.mlp import GatedMLP
+
+if TYPE_CHECKING:
+    from awqserve.kernels.moe_align import StackedW4A16
 
 FUSED, PER_EXPERT = "fused", "per_expert"
 
@@ -54,6 +61,31 @@ class FusedExperts(nn.Module):
         return F.linear(self.act(h), self.down_proj[e]).to(x.dtype)
 
 
+class FusedInt4Experts(nn.Module):
+    """All routed experts of one layer as two stacked int4 weights (kernels.moe_align.StackedW4A16):
+    gate|up [E, 2I, H] and down [E, H, I], run by the Triton fused-MoE kernels."""
+
+    def __init__(self, w13: "StackedW4A16", w2: "StackedW4A16") -> None:
+        super().__init__()
+        self.group13, self.group2 = w13.group_size, w2.group_size
+        for name, w in (("w13", w13), ("w2", w2)):
+            self.register_buffer(f"{name}_qweight", w.qweight, persistent=False)
+            self.register_buffer(f"{name}_scales", w.scales, persistent=False)
+            self.register_buffer(f"{name}_zeros", w.zeros, persistent=False)
+
+    def stacked(self) -> tuple["StackedW4A16", "StackedW4A16"]:
+        from awqserve.kernels.moe_align import StackedW4A16
+
+        return (StackedW4A16(self.w13_qweight, self.w13_scales, self.w13_zeros, self.group13),
+                StackedW4A16(self.w2_qweight, self.w2_scales, self.w2_zeros, self.group2))
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        from awqserve.kernels.triton.fused_moe import fused_moe
+
+        w13, w2 = self.stacked()
+        return fused_moe(x.to(w13.scales.dtype), ids, weights, w13, w2)
+
+
 class SparseMoE(nn.Module):
     """y = sum_{e in topk(x)} w_e * expert_e(x) (+ sigmoid(shared_gate(x)) * shared(x)).
 
@@ -76,6 +108,7 @@ class SparseMoE(nn.Module):
         if cfg.shared_intermediate > 0:
             self.shared_expert = GatedMLP(cfg.hidden_size, cfg.shared_intermediate)
             self.shared_expert_gate = Linear(cfg.hidden_size, 1)
+        self.fused: FusedInt4Experts | None = None  # set by fuse_int4_experts (CUDA, int4 experts)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(expert ids [T, k] int64, weights [T, k] float32) for each token."""
@@ -95,6 +128,8 @@ class SparseMoE(nn.Module):
 
     def experts_forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_k weights[t, k] * expert_{ids[t, k]}(x[t]) as float32 [T, H], grouped by expert."""
+        if self.fused is not None:
+            return self.fused(x, ids, weights)
         t, k = ids.shape
         flat = ids.reshape(-1)
         order = torch.argsort(flat, stable=True)
@@ -115,6 +150,30 @@ class SparseMoE(nn.Module):
         if isinstance(self.experts, FusedExperts):
             return self.experts.run(e, x)
         return self.experts[e](x)
+
+
+def fuse_int4_experts(model: nn.Module) -> int:
+    """Stack the experts of every SparseMoE whose expert Linears all run the Triton int4 kernel into
+    `FusedInt4Experts` and drop the per-expert modules (one int4 copy remains). Returns the number of
+    layers fused; a no-op on CPU models (their kernels are not Triton's)."""
+    from awqserve.kernels.moe_align import StackedW4A16
+    from awqserve.kernels.w4a16_kernel import TritonW4A16Kernel
+
+    fused = 0
+    for moe in [m for m in model.modules() if isinstance(m, SparseMoE)]:
+        experts = moe.experts
+        if not isinstance(experts, nn.ModuleList) or not len(experts):
+            continue
+        k13 = [e.gate_up_proj.kernel for e in experts]
+        k2 = [e.down_proj.kernel for e in experts]
+        if not all(isinstance(k, TritonW4A16Kernel) for k in k13 + k2):
+            continue
+        w13 = StackedW4A16.stack([k.weight for k in k13])  # type: ignore[union-attr]
+        w2 = StackedW4A16.stack([k.weight for k in k2])  # type: ignore[union-attr]
+        moe.experts = nn.ModuleList()  # frees the per-expert copies before the next layer stacks
+        moe.fused = FusedInt4Experts(w13, w2)
+        fused += 1
+    return fused
 
 
 def detect_expert_layout(model_dir: str | Path) -> str:
