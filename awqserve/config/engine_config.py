@@ -68,6 +68,9 @@ class EngineConfig:
     num_threads: int | None = None  # torch intra-op threads (CPU)
     lm_head_precision: LmHeadPrecision = LmHeadPrecision.AUTO
     enforce_eager: bool = False  # never compile the decode step (CPU compiles it by default)
+    # "auto": the checkpoint's safetensors; "dummy" (vLLM's name): config.json shapes, random weights
+    # made on the device (loader/dummy.py) — for measuring a model without downloading it
+    load_format: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -80,6 +83,8 @@ class EngineConfig:
         object.__setattr__(self, "weight_layout", _mode(WeightLayout, self.weight_layout, "weight_layout"))
         object.__setattr__(self, "lm_head_precision",
                            _mode(LmHeadPrecision, self.lm_head_precision, "lm_head_precision"))
+        if self.load_format not in ("auto", "dummy"):
+            raise ValueError(f"load_format must be auto or dummy, got {self.load_format!r}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):

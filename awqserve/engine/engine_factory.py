@@ -93,7 +93,12 @@ def _load(config: EngineConfig, device: torch.device, progress: LoadProgress) ->
     # An explicit --dtype is honoured by every kernel (no bf16 shortcut inside int4/dense kernels).
     compute = parse_dtype(config.dtype) if config.dtype != "auto" else None
     policy = KernelPolicy(config.weight_layout, lm_head=config.lm_head_precision, compute_dtype=compute)
-    model = load_model(model_dir, device=device, dtype=dtype, weight_policy=policy, progress=progress.reporter())
+    if config.load_format == "dummy":
+        from awqserve.loader.dummy import load_dummy_model
+
+        model = load_dummy_model(model_dir, device=device, dtype=dtype, weight_policy=policy, seed=config.seed)
+    else:
+        model = load_model(model_dir, device=device, dtype=dtype, weight_policy=policy, progress=progress.reporter())
     log.info("loaded %s on %s (%s) in %.1fs", model_dir, device, dtype, time.monotonic() - t0)
     return model, load_tokenizer(model_dir), dtype
 
