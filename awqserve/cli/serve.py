@@ -128,6 +128,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "perplexity on the demo model), float = exact")
     e.add_argument("--enforce-eager", action="store_true",
                    help="do not compile the decode step (CPU compiles it by default: slower start, faster decode)")
+    e.add_argument("--load-format", choices=["auto", "dummy"], default="auto",
+                   help="dummy: build the model from config.json with random weights made on the device "
+                        "(measure a model's real shapes without downloading it)")
     r = p.add_argument_group("vLLM flags refused (not implemented)")
     for flag in _REFUSED:
         names = [flag, _SHORT[flag]] if flag in _SHORT else [flag]
@@ -177,7 +180,7 @@ def build_configs(args: argparse.Namespace, environ: dict[str, str] | None = Non
         gpu_memory_utilization=args.gpu_memory_utilization, enable_prefix_caching=args.enable_prefix_caching,
         weight_layout=args.weight_layout, seed=args.seed, max_logprobs=args.max_logprobs,
         num_threads=args.num_threads, lm_head_precision=args.lm_head_precision,
-        enforce_eager=args.enforce_eager)
+        enforce_eager=args.enforce_eager, load_format=args.load_format)
     server = ServerConfig(
         host=args.host, port=args.port, served_model_names=names, api_keys=tuple(keys),
         allowed_origins=_list_flag(args.allowed_origins), allowed_methods=_list_flag(args.allowed_methods) or ("*",),
