@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from awqserve.config.model_config import ModelConfig
+from awqserve.kernels.cuda_paths import prepare_for_device
 from awqserve.layers.embedding import VocabEmbedding
 from awqserve.layers.linear import Linear, LinearKernel
-from awqserve.layers.moe import fuse_int4_experts
 from awqserve.models.base import CausalLM
 from awqserve.models.registry import resolve_model_class
 from awqserve.quant.base import QuantConfig, QuantizedTensor, parse_quant_config
@@ -35,12 +35,14 @@ KernelFactory = Callable[["torch.Tensor | QuantizedTensor", torch.device, torch.
 
 
 def load_dummy_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
-                     weight_policy: str | KernelPolicy = "auto", seed: int = 0) -> CausalLM:
+                     weight_policy: str | KernelPolicy = "auto", seed: int = 0,
+                     kernel_factory: KernelFactory | None = None) -> CausalLM:
     """Build the model in `model_dir` (only config.json is read) with random weights on `device`.
 
-    Kernels are chosen as for a real checkpoint (`make_kernel` with `weight_policy`); on CUDA int4
-    experts are then fused (`layers.moe.fuse_int4_experts`). On "meta" int4 weights take the CUDA
-    layout (Triton W4A16, one int4 copy), so byte counts are those of a GPU deployment.
+    Kernels are chosen as for a real checkpoint (`make_kernel` with `weight_policy`), then the CUDA
+    paths are selected as the real loader does (`kernels.cuda_paths.prepare_for_device`). On "meta"
+    int4 weights take the CUDA layout (Triton W4A16, one int4 copy): the bytes of a GPU deployment.
+    `kernel_factory` replaces the kernel choice (tests: the Triton kernels on CPU tensors).
     """
     config = ModelConfig.from_dir(model_dir)
     quant = parse_quant_config(config.quantization_config)
@@ -49,12 +51,12 @@ def load_dummy_model(model_dir: str | Path, *, device: str | torch.device = "cpu
         model: CausalLM = resolve_model_class(config.architecture)(config)
     gen = None if dev.type == "meta" else torch.Generator(device=dev).manual_seed(seed)
     policy = weight_policy if isinstance(weight_policy, KernelPolicy) else KernelPolicy(weight_policy)
-    factory = _meta_factory if dev.type == "meta" else (
-        lambda w, d, t: make_kernel(w, d, t, policy))  # noqa: E731
+    factory = kernel_factory or (_meta_factory if dev.type == "meta" else (
+        lambda w, d, t: make_kernel(w, d, t, policy)))  # noqa: E731
     with torch.no_grad():
         _fill_plain(model, dev, dtype, gen)
         _fill_linears(model, config, quant, factory, dev, dtype, gen)
-        fuse_int4_experts(model)
+        prepare_for_device(model, dev)
     model.quant_info = quant.info()
     return model.eval()
 

@@ -21,6 +21,7 @@ from torch import nn
 from awqserve.config.engine_config import WeightLayout
 from awqserve.config.model_config import ModelConfig
 from awqserve.errors import ModelLoadError
+from awqserve.kernels.cuda_paths import prepare_for_device
 from awqserve.layers.linear import Linear, LinearKernel
 from awqserve.loader.checkpoint import CheckpointReader, ReadProgress
 from awqserve.models.base import CausalLM
@@ -57,6 +58,7 @@ def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dty
         _load_linears(model, reader, quant, factory, dev, dtype)
         _check_leftovers(model, reader)
     with torch.no_grad():
+        prepare_for_device(model, dev)  # CUDA: Triton attention + fused int4 experts; CPU: nothing
         _choose_logits_kernel(model, policy, dev)
         _check_materialised(model)
     model.quant_info = quant.info()

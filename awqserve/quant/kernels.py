@@ -9,8 +9,8 @@ Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
   `F.linear`, 35 % faster at 16 rows; the dense copy behind the hybrid kernel and the lm_head.
 - `Int8RowKernel`: int8 per-row copy of a float weight; the lm_head for <= 4 rows (`logits_kernel`).
 - `HybridKernel`: int4 for M <= m_max (decode), a dense copy for larger M (prefill).
-- `Int4CudaKernel`: tinygemm for every M, one 0.5-byte copy (so the 80B flagship fits one GPU);
-  slower than dense bf16 at large M, which `--weight-layout dense` trades for memory (untested here).
+- CUDA: `kernels.w4a16_kernel.TritonW4A16Kernel` when Triton is installed (groups 32/64/128), else
+  `Int4CudaKernel`: tinygemm for every M; both one 0.5-byte copy (so the 80B flagship fits one GPU).
 
 Policies (`WeightLayout`): DENSE (always dequantize), INT4 (int4-resident, smallest memory), AUTO (the
 rule measured in docs/benchmarks/cpu-linear-kernels.md: hybrid on CPU, int4-resident on CUDA). An
@@ -322,6 +322,13 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
     if pol.mode == WeightLayout.DENSE:
         return dense()
     if device.type == "cuda":
+        from awqserve.kernels.w4a16_kernel import TritonW4A16Kernel, triton_available
+
+        try:  # Triton W4A16 (split-K GEMV / tiled GEMM, fused MoE possible); tinygemm without Triton
+            if triton_available():
+                return TritonW4A16Kernel.from_quantized(weight, device, dtype)
+        except ValueError:  # a group size the Triton kernels do not take
+            pass
         try:
             return Int4CudaKernel(weight, device)
         except (ValueError, RuntimeError):  # shape unsupported, or a GPU without the tinygemm kernel
