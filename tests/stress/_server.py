@@ -27,6 +27,10 @@ CAPACITY = MAX_NUM_SEQS + MAX_QUEUED
 STRESS_FLAGS = ["--max-model-len", "512", "--kv-cache-memory", "256MiB", "--max-num-seqs", str(MAX_NUM_SEQS),
                 "--max-num-queued-reqs", str(MAX_QUEUED), "--disable-log-requests", "--log-level", "warning",
                 "--enforce-eager", "--num-threads", "2"]
+# Engine bookkeeping on /health (leak checks); short connection timeouts so slow clients are dropped
+# within seconds (production defaults: 10 s head, 30 s body, 60 s write stall).
+SERVER_ENV = {"AWQSERVE_DEBUG_ENGINE": "1", "AWQSERVE_HEADER_TIMEOUT_S": "3", "AWQSERVE_BODY_TIMEOUT_S": "3",
+              "AWQSERVE_WRITE_STALL_TIMEOUT_S": "5"}
 
 
 def free_port() -> int:
@@ -38,8 +42,8 @@ def free_port() -> int:
 class StressServer:
     """`python -m awqserve serve MODEL` on 127.0.0.1. `base_url`, `proc` (the Popen), `log_text()`.
 
-    `env` adds to the child's environment (e.g. AWQSERVE_FAULT_INJECT=1); AWQSERVE_DEBUG_ENGINE=1 is
-    always set so /health carries the engine's exact bookkeeping (`engine_debug`)."""
+    `env` adds to the child's environment (e.g. AWQSERVE_FAULT_INJECT=1) over `SERVER_ENV`, so /health
+    carries the engine's exact bookkeeping (`engine_debug`) and slow clients are dropped quickly."""
 
     def __init__(self, model: Path, flags: list[str] | None = None, env: dict[str, str] | None = None,
                  port: int | None = None) -> None:
@@ -51,7 +55,7 @@ class StressServer:
                                                          delete=False).name)
         argv = [sys.executable, "-m", "awqserve", "serve", str(model), "--port", str(self.port),
                 *STRESS_FLAGS, *(flags or [])]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "AWQSERVE_DEBUG_ENGINE": "1", **(env or {})}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **SERVER_ENV, **(env or {})}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
 

@@ -17,6 +17,7 @@ import uvicorn
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.entrypoints.openai.app import create_app
+from awqserve.entrypoints.openai.connection_limits import ConnectionLimits, QuietDisconnects, protocol_with
 from awqserve.entrypoints.openai.server_config import ServerConfig
 from awqserve.entrypoints.openai.state import AppState, EngineFactory
 
@@ -73,10 +74,16 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(config: ServerConfig, engine_config: EngineConfig, engine_factory: EngineFactory | None = None) -> int:
-    """Serve until a signal (or a model-load failure); returns the process exit status."""
+    """Serve until a signal (or a model-load failure); returns the process exit status.
+
+    Connection limits are explicit (connection_limits.py): header, body and write-stall timeouts,
+    keep-alive, the largest request head; a dropped connection is one warning line."""
     app = create_app(config, engine_config, engine_factory)
-    uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=config.log_level,
+    limits = ConnectionLimits.from_env()
+    uv_config = uvicorn.Config(QuietDisconnects(app), host=config.host, port=config.port, log_level=config.log_level,
                                access_log=False, lifespan="on", timeout_graceful_shutdown=5,
+                               http=protocol_with(limits), timeout_keep_alive=int(max(1, limits.keep_alive)),
+                               h11_max_incomplete_event_size=limits.max_incomplete_event_bytes,
                                ssl_keyfile=config.ssl_keyfile, ssl_certfile=config.ssl_certfile)
     server = DrainingServer(uv_config, app.state.awqserve)
     server.run()
