@@ -61,6 +61,10 @@ class InputProcessor:
         if bias is not None:
             raise InvalidRequestError(f"logit_bias refers to token id {bias}, outside the vocabulary "
                                       f"(0..{self.vocab_size - 1})", param="logit_bias")
+        stop = next((t for t in params.stop_token_ids if not 0 <= t < self.vocab_size), None)
+        if stop is not None:  # could never be sampled, and ids past int64 break the tensors they go into
+            raise InvalidRequestError(f"stop_token_ids contains token id {stop}, outside the vocabulary "
+                                      f"(0..{self.vocab_size - 1})", param="stop_token_ids")
 
     def max_tokens(self, prompt_len: int, params: SamplingParams) -> int:
         """The completion budget: the request's `max_tokens` capped to the room left, or all of it."""
