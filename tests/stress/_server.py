@@ -29,7 +29,8 @@ STRESS_FLAGS = ["--max-model-len", "512", "--kv-cache-memory", "256MiB", "--max-
                 "--enforce-eager", "--num-threads", "2"]
 # Engine bookkeeping on /health (leak checks); short connection timeouts so slow clients are dropped
 # within seconds (production defaults: 10 s head, 30 s body, 60 s write stall).
-SERVER_ENV = {"AWQSERVE_DEBUG_ENGINE": "1", "AWQSERVE_HEADER_TIMEOUT_S": "3", "AWQSERVE_BODY_TIMEOUT_S": "3",
+# Test-only fault injection is on too: only prompts holding a `__fault_*__` marker are affected.
+SERVER_ENV = {"AWQSERVE_DEBUG_ENGINE": "1", "AWQSERVE_FAULT_INJECT": "1", "AWQSERVE_HEADER_TIMEOUT_S": "3", "AWQSERVE_BODY_TIMEOUT_S": "3",
               "AWQSERVE_WRITE_STALL_TIMEOUT_S": "5"}
 
 
