@@ -63,6 +63,8 @@ CASES: list[tuple[str, str, Any, Any]] = [
     ("stream_options alone", CHAT, {"messages": M, "stream_options": {"include_usage": True}}, "stream_options"),
     ("bad role", CHAT, {"messages": [{"role": "root", "content": "x"}]}, "messages[0].role"),
     ("unknown field", CHAT, {"messages": M, "frobnicate": 1}, "frobnicate"),
+    ("fan-out past the queue", COMP, {"prompt": ["hi"] * 100, "n": 128, "max_tokens": 2}, "prompt"),
+    ("n past the queue", CHAT, {"messages": M, "n": 100, "max_tokens": 2}, "n"),
 ]
 
 

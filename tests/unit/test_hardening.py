@@ -194,3 +194,14 @@ def test_logs_hold_no_prompt_text_by_default(caplog: pytest.LogCaptureFixture) -
 def test_log_requests_logs_prompts(caplog: pytest.LogCaptureFixture) -> None:
     text = _chat_with_marker(ServerConfig(log_requests=True), caplog)
     assert "ZEBRA-4711" in text
+
+
+def test_fan_out_past_the_queue_bound_is_400_not_an_endless_503() -> None:
+    """A request whose prompts x n exceed --max-num-queued-reqs could never be admitted: a 503 would
+    have well-behaved clients retry forever (seen: 100 prompts x n=128 against a queue of 32)."""
+    with run_server(ServerConfig(max_num_queued_reqs=4)) as s, s.client() as c:
+        err = envelope(c.post("/v1/chat/completions", json={"messages": MSG, "n": 5, "max_tokens": 2}), 400, "n")
+        assert "--max-num-queued-reqs" in err["message"]
+        envelope(c.post("/v1/completions", json={"prompt": ["a"] * 5, "max_tokens": 2}), 400, "prompt")
+        envelope(c.post("/v1/completions", json={"prompt": "a", "n": 5, "max_tokens": 2}), 400, "n")
+        assert c.post("/v1/completions", json={"prompt": ["a"] * 2, "n": 2, "max_tokens": 2}).status_code == 200

@@ -81,7 +81,7 @@ async def start_chat_job(p: Prepared[ChatCompletionRequest], rid: str, *,
                           logprobs=k, grammar=grammar)
     check_with_engine(p.engine, conv.prompt, params, prompt_param=prompt_param, renames={"logprobs": "top_logprobs"})
     log_prompts(p, rid, [conv.prompt_text], params)
-    p.state.admit(p.ctx.client, len(conv.prompt))
+    p.state.admit(p.ctx.client, len(conv.prompt), req.n)
     choices = [ChoiceOutput(conv.parser(), conv.reasoning) for _ in range(req.n)]
     job = ChatJob(p, conv.prompt, k, Generation(p.state, p.ctx, rid, [conv.prompt], [params]), rid, choices)
     return job, conv, params

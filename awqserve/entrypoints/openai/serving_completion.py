@@ -121,7 +121,8 @@ async def create_completion(request: Request) -> Response:
                           prompt_logprobs=req.logprobs if req.echo and req.logprobs is not None else None)
         check_with_engine(p.engine, pr.ids, sp, prompt_param="prompt")
         params.append(sp)
-    p.state.admit(p.ctx.client, sum(len(x.ids) for x in prompts))
+    p.state.admit(p.ctx.client, sum(len(x.ids) for x in prompts), len(prompts) * req.n,
+                  "prompt" if len(prompts) > 1 else "n")
     rid = f"cmpl-{uuid.uuid4().hex}"
     log_prompts(p, rid, [x.text if x.text is not None else x.ids for x in prompts], params[0])
     job = CompletionJob(p, prompts, req.logprobs, Generation(p.state, p.ctx, rid, [x.ids for x in prompts], params),

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.protocol import EngineClient, EngineInfo
-from awqserve.entrypoints.openai.errors import model_not_found, service_unavailable
+from awqserve.entrypoints.openai.errors import bad_request, model_not_found, service_unavailable
 from awqserve.entrypoints.openai.limits import RateLimiter
 from awqserve.entrypoints.openai.responses_store import ResponseStore
 from awqserve.entrypoints.openai.runner import RequestContext
@@ -258,13 +258,19 @@ class AppState:
 
     # ---- admission ----
 
-    def admit(self, client: str | None, prompt_tokens: int, seqs: int = 1) -> None:
-        """Last gate before the engine: draining → 503, no room for `seqs` sequences → 503, then charge
-        prompt tokens. The place itself is taken by `reserve` (the `Generation`), with no await between."""
+    def admit(self, client: str | None, prompt_tokens: int, seqs: int = 1, param: str = "n") -> None:
+        """Last gate before the engine: draining → 503, more sequences than the queue can ever hold →
+        400 naming `param` (a retry could never succeed), no room now → 503, then charge prompt tokens.
+        The place itself is taken by `reserve` (the `Generation`), with no await between."""
         if self.draining:
             self.count_reject("draining")
             raise service_unavailable("The server is shutting down and not accepting new requests.",
                                       "shutting_down", 5)
+        limit = self.config.max_num_queued_reqs
+        if seqs > limit:
+            raise bad_request(f"This request needs {seqs} sequences (prompts x n) but this server queues at most "
+                              f"{limit} (--max-num-queued-reqs); send fewer prompts or a smaller n.",
+                              param=param, code="invalid_value")
         self._check_room(seqs)
         if self.limiter is not None and client is not None:
             self.limiter.debit_tokens(client, prompt_tokens)
