@@ -11,6 +11,10 @@ import torch  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
 torch.manual_seed(0)
+# Triton kernels are tested on CPUs through its interpreter, which triton.jit selects when a function
+# is decorated: it must be on before anything (torch's inductor too) first imports triton.language.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 # Property tests explore the same examples on every run (CI must not flake on a new random draw);
 # `--hypothesis-seed` or HYPOTHESIS_PROFILE=explore widens the search locally.
 settings.register_profile("repo", derandomize=True, database=None)

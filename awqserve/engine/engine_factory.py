@@ -131,7 +131,12 @@ def _model_name(config: EngineConfig) -> str:
 
 def _maybe_compile(config: EngineConfig, runner: ModelRunner, model: CausalLM, device: torch.device,
                    max_model_len: int, progress: LoadProgress) -> None:
-    if config.enforce_eager or device.type != "cpu" or not model.compilable_decode:
+    if config.enforce_eager:
+        return
+    if device.type == "cuda":  # decode CUDA graphs at bucketed batch sizes (compile/cuda_graphs.py)
+        runner.enable_cuda_graphs(config.max_num_seqs, max_model_len)
+        return
+    if device.type != "cpu" or not model.compilable_decode:
         return
     if not torch_supported():
         log.warning("the compiled decode step is tested on torch 2.13 only (found %s); serving eager",

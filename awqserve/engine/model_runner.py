@@ -15,6 +15,7 @@ import torch
 
 from awqserve.attention.metadata import ForwardContext, build_context
 from awqserve.compile.compiled_decode import CompiledDecode, WarmupProgress
+from awqserve.compile.cuda_graphs import CudaGraphDecode
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.batch import ModelRunnerOutput, SchedulerOutput
 from awqserve.engine.cache_plan import default_budget, plan_caches
@@ -45,7 +46,7 @@ class ModelRunner:
         self.conv_states = [self._alloc((n, *s.conv_shape), s.conv_dtype) for s in self.spec.state]
         self.recurrent_states = [self._alloc((n, *s.recurrent_shape), s.recurrent_dtype) for s in self.spec.state]
         self.sampler = sampler or Sampler()
-        self.compiled: CompiledDecode | None = None
+        self.compiled: CompiledDecode | CudaGraphDecode | None = None
         self.faults: FaultInjector | None = None  # test-only (engine/faults.py); set by the engine
         log.info("KV cache: %d blocks x %d tokens (%.1f MiB); state slots: %d (%.1f MiB)", self.plan.num_blocks,
                  self.block_size, self.plan.kv_bytes / 2**20, n, self.plan.state_bytes / 2**20)
@@ -72,6 +73,21 @@ class ModelRunner:
         compiled = CompiledDecode(self.model, max_model_len=max_model_len, device=self.device)
         compiled.warmup(self.kv_caches, self.block_size, max_num_seqs, progress)
         self.compiled = compiled if compiled.enabled else None
+
+    def enable_cuda_graphs(self, max_num_seqs: int, max_model_len: int) -> None:
+        """Capture decode CUDA graphs at bucketed batch sizes now, before any request runs
+        (compile/cuda_graphs.py); a capture failure is logged and the runner stays eager."""
+        graphs = CudaGraphDecode(self.model, kv_caches=self.kv_caches, conv_states=self.conv_states,
+                                 recurrent_states=self.recurrent_states, block_size=self.block_size,
+                                 max_num_seqs=min(max_num_seqs, self.plan.num_state_slots or max_num_seqs),
+                                 max_model_len=max_model_len, device=self.device)
+        try:
+            graphs.capture_all()
+        except Exception:  # noqa: BLE001 - any capture problem means "serve eager", never a failed start
+            log.warning("CUDA graph capture failed; decoding eagerly", exc_info=True)
+            return
+        self.compiled = graphs
+        log.info("captured decode CUDA graphs for batch sizes %s", graphs.buckets)
 
     # -- one step --------------------------------------------------------------------------------
     def build_inputs(self, sched: SchedulerOutput) -> tuple[torch.Tensor, ForwardContext]:
@@ -105,7 +121,7 @@ class ModelRunner:
         plps: list[list[TokenLogprob] | None] = [None] * len(reqs)
         all_rows = rows + prompt_rows
         if (self.compiled is not None and len(rows) == len(reqs) and not prompt_rows
-                and CompiledDecode.eligible(ctx)):
+                and self.compiled.eligible(ctx)):
             logits = self.compiled(input_ids, ctx)  # decode-only: every row is sampled, in order
         else:
             hidden = self.model(input_ids, ctx)
