@@ -22,7 +22,7 @@ _QUANT = ("awq", "awq_marlin", "compressed-tensors")
 _REFUSED: dict[str, tuple[str | None, str]] = {
     "--tensor-parallel-size": ("1", "awqserve runs on one device; use vLLM for tensor parallelism"),
     "--pipeline-parallel-size": ("1", "awqserve runs on one device"),
-    "--data-parallel-size": ("1", "run several awqserve replicas behind a router instead"),
+    "--data-parallel-size": ("1", "use --ray --replicas N (replicas on Ray Serve, docs/SCALING.md)"),
     "--enable-lora": (None, "LoRA is not implemented"),
     "--lora-modules": (None, "LoRA is not implemented"),
     "--speculative-config": (None, "speculative decoding is not implemented"),
@@ -90,6 +90,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to drain on SIGTERM")
     s.add_argument("--max-request-body-size", default="16MiB", help="larger bodies get 413")
     s.add_argument("--disable-log-requests", action="store_true")
+    s.add_argument("--log-requests", "--enable-log-requests", dest="log_requests", action="store_true",
+                   help="log each request's prompt text and sampling parameters (off by default: the logs "
+                        "hold no prompt text)")
     s.add_argument("--chat-template", default=None, help="chat template file (or inline Jinja text)")
     s.add_argument("--log-level", "--uvicorn-log-level", dest="log_level", default="info",
                    choices=["critical", "error", "warning", "info", "debug", "trace"])
@@ -131,6 +134,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--load-format", choices=["auto", "dummy"], default="auto",
                    help="dummy: build the model from config.json with random weights made on the device "
                         "(measure a model's real shapes without downloading it)")
+    from awqserve.ray.config import add_ray_arguments  # flags only: Ray itself is imported by --ray
+
+    add_ray_arguments(p)
     r = p.add_argument_group("vLLM flags refused (not implemented)")
     for flag in _REFUSED:
         names = [flag, _SHORT[flag]] if flag in _SHORT else [flag]
@@ -190,7 +196,8 @@ def build_configs(args: argparse.Namespace, environ: dict[str, str] | None = Non
         memory_warning_threshold=args.memory_warning_threshold, debug_metrics=args.debug_metrics,
         disable_metrics=args.disable_metrics, protect_metrics=args.protect_metrics,
         shutdown_timeout=args.shutdown_timeout, max_request_body_bytes=parse_bytes(args.max_request_body_size),
-        disable_log_requests=args.disable_log_requests, chat_template=_chat_template(args.chat_template),
+        disable_log_requests=args.disable_log_requests, log_requests=args.log_requests,
+        chat_template=_chat_template(args.chat_template),
         log_level=args.log_level, ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile,
         tool_call_parser=args.tool_call_parser, reasoning_parser=args.reasoning_parser,
         responses_store_size=args.responses_store_size, ui=args.ui)
@@ -205,6 +212,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     level = "DEBUG" if args.log_level in ("debug", "trace") else args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.ray:  # several replicas on Ray Serve (optional extra; docs/SCALING.md)
+        from awqserve.ray.launcher import run_ray
+
+        return run_ray(args, server_config, engine_config)
     from awqserve.entrypoints.openai.server import serve
 
     return serve(server_config, engine_config)
