@@ -107,10 +107,10 @@ class CudaGraphDecode:
 
     def __init__(self, model: CausalLM, *, kv_caches: list[torch.Tensor], conv_states: list[torch.Tensor],
                  recurrent_states: list[torch.Tensor], block_size: int, max_num_seqs: int, max_model_len: int,
-                 device: torch.device, capture: GraphCapture | None = None) -> None:
+                 device: torch.device, capture: GraphCapture | None = None, buckets: list[int] | None = None) -> None:
         self.model, self.block_size, self.max_model_len = model, block_size, max_model_len
         self.caches = (kv_caches, conv_states, recurrent_states)
-        self.buckets = decode_buckets(max_num_seqs)
+        self.buckets = sorted(buckets) if buckets else decode_buckets(max_num_seqs)  # explicit: benchmarks
         self.capturer = capture if capture is not None else CudaGraphCapture()
         n, width = self.buckets[-1], -(-max_model_len // block_size)
         i64 = dict(dtype=torch.int64, device=device)
@@ -124,7 +124,14 @@ class CudaGraphDecode:
         return bool(self.static.graphs)
 
     def capture_all(self) -> None:
-        """Capture every bucket, largest first (its memory is reused by the smaller ones)."""
+        """Capture every bucket, largest first (its memory is reused by the smaller ones). Raises
+        RuntimeError when an attention layer's backend plans from host lists (the torch backend):
+        a replayed graph would keep the capture's plan."""
+        from awqserve.attention.triton_backend import TritonPagedAttention
+        from awqserve.layers.attention import Attention
+
+        if any(not isinstance(m.backend, TritonPagedAttention) for m in self.model.modules() if isinstance(m, Attention)):
+            raise RuntimeError("CUDA graphs need the Triton attention backend (kernels.cuda_paths)")
         with torch.inference_mode():
             for b in reversed(self.buckets):
                 self.static.graphs[b] = self.capturer.capture(lambda b=b: self._run(b))  # type: ignore[misc]

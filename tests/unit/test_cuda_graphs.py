@@ -82,6 +82,17 @@ def test_graph_decode_matches_eager_with_padding() -> None:
         assert torch.allclose(g, e, atol=1e-5)  # same cache writes (padding rows repeat row 0's)
 
 
+def test_capture_refuses_host_planned_attention() -> None:
+    model = load_dummy_model(TINY, device="cpu", dtype=torch.float32, seed=5)  # torch backend: plans on host
+    caches = _caches(model, 4, 2)
+    decoder = CudaGraphDecode(model, kv_caches=caches[0], conv_states=caches[1], recurrent_states=caches[2],
+                              block_size=BS, max_num_seqs=2, max_model_len=64, device=torch.device("cpu"),
+                              capture=EagerCapture())
+    with pytest.raises(RuntimeError, match="Triton attention"):
+        decoder.capture_all()
+    assert not decoder.enabled
+
+
 def test_fresh_sequences_and_oversized_batches_are_not_eligible() -> None:
     model = load_dummy_model(TINY, device="cpu", dtype=torch.float32, seed=5, kernel_factory=_triton_factory)
     caches = _caches(model, 8, 4)
