@@ -205,12 +205,18 @@ def _fla_gated_delta_rule(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: 
     rep = hv // q.shape[1]
     if rep > 1:  # repeat key heads: not every fla version takes fewer q/k heads than v heads
         q, k = q.repeat_interleave(rep, dim=1), k.repeat_interleave(rep, dim=1)
-    cu = torch.tensor(list(cu_seqlens), dtype=torch.long, device=q.device)
     n = len(cu_seqlens) - 1
-    decode = n > 0 and cu_seqlens[-1] == n
-    fn = recurrent_fn if decode else chunk_fn
+    if n > 0 and cu_seqlens[-1] == n:
+        # decode: a batch of N one-token sequences, no cu_seqlens tensor (a host-to-device copy would
+        # break CUDA-graph capture of the decode step)
+        args = [x.to(torch.bfloat16).unsqueeze(1) for x in (q, k, v)]
+        o, final = recurrent_fn(*args, g=g.float().unsqueeze(1), beta=beta.to(torch.bfloat16).unsqueeze(1),
+                                scale=scale, initial_state=initial_state.float().contiguous(), output_final_state=True,
+                                use_qk_l2norm_in_kernel=use_qk_l2norm)
+        return o[:, 0].to(v.dtype), final.float()
+    cu = torch.tensor(list(cu_seqlens), dtype=torch.long, device=q.device)
     args = [x.to(torch.bfloat16).unsqueeze(0) for x in (q, k, v)]
-    o, final = fn(*args, g=g.float().unsqueeze(0), beta=beta.to(torch.bfloat16).unsqueeze(0), scale=scale,
-                  initial_state=initial_state.float().contiguous(), output_final_state=True, cu_seqlens=cu,
-                  use_qk_l2norm_in_kernel=use_qk_l2norm)
+    o, final = chunk_fn(*args, g=g.float().unsqueeze(0), beta=beta.to(torch.bfloat16).unsqueeze(0), scale=scale,
+                        initial_state=initial_state.float().contiguous(), output_final_state=True, cu_seqlens=cu,
+                        use_qk_l2norm_in_kernel=use_qk_l2norm)
     return o[0].to(v.dtype), final.float()
