@@ -65,7 +65,7 @@ class CudaGraphCapture:
         self.pool = torch.cuda.graph_pool_handle()
 
     def capture(self, fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
-        stream = torch.cuda.Stream()
+        stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             for _ in range(2):
@@ -113,10 +113,12 @@ class CudaGraphDecode:
         self.buckets = sorted(buckets) if buckets else decode_buckets(max_num_seqs)  # explicit: benchmarks
         self.capturer = capture if capture is not None else CudaGraphCapture()
         n, width = self.buckets[-1], -(-max_model_len // block_size)
-        i64 = dict(dtype=torch.int64, device=device)
-        self.static = _Static(torch.zeros(n, **i64), torch.ones(n, **i64), torch.zeros(n, **i64),
-                              torch.full((n,), 2, **i64), torch.ones(n, **i64), torch.zeros((n, width), **i64),
-                              torch.zeros(n, **i64), torch.arange(n + 1, **i64))
+
+        def buf(fill: int, *shape: int) -> torch.Tensor:
+            return torch.full(shape, fill, dtype=torch.int64, device=device)
+
+        self.static = _Static(buf(0, n), buf(1, n), buf(0, n), buf(2, n), buf(1, n), buf(0, n, width), buf(0, n),
+                              torch.arange(n + 1, dtype=torch.int64, device=device))
         self.calls = 0
 
     @property

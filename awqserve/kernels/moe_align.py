@@ -95,8 +95,11 @@ class StackedW4A16:
             raise ValueError("cannot stack symmetric with asymmetric experts")
         if weights[0].qweight.is_meta:  # shapes only: torch.stack would trace every meta input
             w0, e = weights[0], len(weights)
-            meta = lambda t: torch.empty((e, *t.shape), dtype=t.dtype, device="meta")  # noqa: E731
-            return StackedW4A16(meta(w0.qweight), meta(w0.scales), None if sym else meta(w0.zeros), g)
+            def meta(t: torch.Tensor) -> torch.Tensor:
+                return torch.empty((e, *t.shape), dtype=t.dtype, device="meta")
+
+            zeros_meta = None if w0.zeros is None else meta(w0.zeros)
+            return StackedW4A16(meta(w0.qweight), meta(w0.scales), None if sym else zeros_meta, g)
         zeros = None if sym else torch.stack([w.zeros for w in weights])  # type: ignore[misc]
         return StackedW4A16(torch.stack([w.qweight for w in weights]), torch.stack([w.scales for w in weights]),
                             zeros, g)
@@ -110,7 +113,7 @@ def reference_moe(x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, w13
     out = torch.zeros((x.shape[0], w2.shape[0]), dtype=torch.float32, device=x.device)
     xf = x.float()
     inter = w13.shape[0] // 2
-    for e in ids.unique().tolist():
+    for e in torch.unique(ids).tolist():
         t, j = (ids == e).nonzero(as_tuple=True)
         h = xf[t] @ dequantize(w13.expert(e)).t()
         a = F.silu(h[:, :inter]) * h[:, inter:]

@@ -82,4 +82,5 @@ class Attention(nn.Module):
         out = out.reshape(t, cfg.num_heads * cfg.head_dim)
         if gate is not None:
             out = out * torch.sigmoid(gate.reshape(t, -1))
-        return self.o_proj(out)
+        projected: torch.Tensor = self.o_proj(out)
+        return projected

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from awqserve.layers.activation import SiluAndMul
 from awqserve.layers.linear import Linear
@@ -65,6 +65,13 @@ class FusedInt4Experts(nn.Module):
     """All routed experts of one layer as two stacked int4 weights (kernels.moe_align.StackedW4A16):
     gate|up [E, 2I, H] and down [E, H, I], run by the Triton fused-MoE kernels."""
 
+    w13_qweight: torch.Tensor
+    w13_scales: torch.Tensor
+    w13_zeros: torch.Tensor | None
+    w2_qweight: torch.Tensor
+    w2_scales: torch.Tensor
+    w2_zeros: torch.Tensor | None
+
     def __init__(self, w13: "StackedW4A16", w2: "StackedW4A16") -> None:
         super().__init__()
         self.group13, self.group2 = w13.group_size, w2.group_size
@@ -83,7 +90,8 @@ class FusedInt4Experts(nn.Module):
         from awqserve.kernels.triton.fused_moe import fused_moe
 
         w13, w2 = self.stacked()
-        return fused_moe(x.to(w13.scales.dtype), ids, weights, w13, w2)
+        out: torch.Tensor = fused_moe(x.to(w13.scales.dtype), ids, weights, w13, w2)
+        return out
 
 
 class SparseMoE(nn.Module):
@@ -129,7 +137,8 @@ class SparseMoE(nn.Module):
     def experts_forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_k weights[t, k] * expert_{ids[t, k]}(x[t]) as float32 [T, H], grouped by expert."""
         if self.fused is not None:
-            return self.fused(x, ids, weights)
+            fused: torch.Tensor = self.fused(x, ids, weights)
+            return fused
         t, k = ids.shape
         flat = ids.reshape(-1)
         order = torch.argsort(flat, stable=True)
@@ -149,7 +158,8 @@ class SparseMoE(nn.Module):
     def _run_expert(self, e: int, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.experts, FusedExperts):
             return self.experts.run(e, x)
-        return self.experts[e](x)
+        out: torch.Tensor = self.experts[e](x)  # type: ignore[index]
+        return out
 
 
 def fuse_int4_experts(model: nn.Module) -> int:
@@ -164,12 +174,14 @@ def fuse_int4_experts(model: nn.Module) -> int:
         experts = moe.experts
         if not isinstance(experts, nn.ModuleList) or not len(experts):
             continue
-        k13 = [e.gate_up_proj.kernel for e in experts]
-        k2 = [e.down_proj.kernel for e in experts]
-        if not all(isinstance(k, TritonW4A16Kernel) for k in k13 + k2):
+        k13 = [cast(GatedMLP, e).gate_up_proj.kernel for e in experts]
+        k2 = [cast(GatedMLP, e).down_proj.kernel for e in experts]
+        triton13 = [k for k in k13 if isinstance(k, TritonW4A16Kernel)]
+        triton2 = [k for k in k2 if isinstance(k, TritonW4A16Kernel)]
+        if len(triton13) != len(k13) or len(triton2) != len(k2):
             continue
-        w13 = StackedW4A16.stack([k.weight for k in k13])  # type: ignore[union-attr]
-        w2 = StackedW4A16.stack([k.weight for k in k2])  # type: ignore[union-attr]
+        w13 = StackedW4A16.stack([k.weight for k in triton13])
+        w2 = StackedW4A16.stack([k.weight for k in triton2])
         moe.experts = nn.ModuleList()  # frees the per-expert copies before the next layer stacks
         moe.fused = FusedInt4Experts(w13, w2)
         fused += 1

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from awqserve.config.engine_config import WeightLayout
 from awqserve.config.model_config import ModelConfig
 from awqserve.kernels.cuda_paths import prepare_for_device
 from awqserve.layers.embedding import VocabEmbedding
@@ -50,7 +51,7 @@ def load_dummy_model(model_dir: str | Path, *, device: str | torch.device = "cpu
     with torch.device("meta"):
         model: CausalLM = resolve_model_class(config.architecture)(config)
     gen = None if dev.type == "meta" else torch.Generator(device=dev).manual_seed(seed)
-    policy = weight_policy if isinstance(weight_policy, KernelPolicy) else KernelPolicy(weight_policy)
+    policy = weight_policy if isinstance(weight_policy, KernelPolicy) else KernelPolicy(WeightLayout(weight_policy))
     factory = kernel_factory or (_meta_factory if dev.type == "meta" else (
         lambda w, d, t: make_kernel(w, d, t, policy)))  # noqa: E731
     with torch.no_grad():

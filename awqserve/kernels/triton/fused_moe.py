@@ -25,11 +25,12 @@ from awqserve.kernels.triton.w4a16 import INTERPRETED
 
 
 @triton.jit
-def _grouped_w4a16_kernel(x_ptr, qw_ptr, s_ptr, z_ptr, out_ptr, pairs_ptr, block_expert_ptr, topw_ptr,
-                          num_pairs, N, K, stride_xm, stride_om, stride_qe, stride_se,
-                          ROW_DIV: tl.constexpr, MUL_WEIGHT: tl.constexpr, GROUP: tl.constexpr,
-                          HAS_ZP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+def _grouped_w4a16_kernel(  # type: ignore[no-untyped-def]
+        x_ptr, qw_ptr, s_ptr, z_ptr, out_ptr, pairs_ptr, block_expert_ptr, topw_ptr,
+        num_pairs, N, K, stride_xm, stride_om, stride_qe, stride_se,
+        ROW_DIV: tl.constexpr, MUL_WEIGHT: tl.constexpr, GROUP: tl.constexpr,
+        HAS_ZP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)

@@ -22,10 +22,11 @@ from awqserve.kernels.triton.w4a16 import INTERPRETED
 
 
 @triton.jit
-def _decode_kernel(q_ptr, kv_ptr, part_ptr, ml_ptr, tables_ptr, seq_lens_ptr, scale, v_off,
-                   stride_qt, stride_qh, stride_tb, stride_kb, stride_ks, splits,
-                   GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                   TILE: tl.constexpr, DOT_F32: tl.constexpr):
+def _decode_kernel(  # type: ignore[no-untyped-def]
+        q_ptr, kv_ptr, part_ptr, ml_ptr, tables_ptr, seq_lens_ptr, scale, v_off,
+        stride_qt, stride_qh, stride_tb, stride_kb, stride_ks, splits,
+        GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+        TILE: tl.constexpr, DOT_F32: tl.constexpr):
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     sp = tl.program_id(2)
@@ -97,10 +98,11 @@ def paged_decode(q: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Te
 
 
 @triton.jit
-def _prefill_kernel(q_ptr, kv_ptr, out_ptr, tables_ptr, q_start_ptr, ctx_lens_ptr, scale, v_off,
-                    stride_qt, stride_qh, stride_tb, stride_kb, stride_ks,
-                    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr,
-                    TILE: tl.constexpr, DOT_F32: tl.constexpr):
+def _prefill_kernel(  # type: ignore[no-untyped-def]
+        q_ptr, kv_ptr, out_ptr, tables_ptr, q_start_ptr, ctx_lens_ptr, scale, v_off,
+        stride_qt, stride_qh, stride_tb, stride_kb, stride_ks,
+        GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr,
+        TILE: tl.constexpr, DOT_F32: tl.constexpr):
     b = tl.program_id(0)
     h = tl.program_id(1)
     qt = tl.program_id(2)
