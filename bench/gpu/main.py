@@ -87,9 +87,12 @@ def tiny_model_check(device: torch.device, factory) -> kc.Check:  # type: ignore
 
 
 def model_section(p: dict, device: torch.device, ceil: Ceilings, factory, capture) -> dict:  # type: ignore[type-arg,no-untyped-def]
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     model, load_s = mb.load(str(p["config"]), device, torch.bfloat16, factory)
     inv = mb.inventory(model)
-    h = mb.Harness.build(model, device, torch.bfloat16, max(p["batches"]), max(p["context"] + 1, *p["prefill"]))
+    h = mb.Harness.build(model, device, torch.bfloat16, max(p["batches"]), p["context"] + 64, max(p["prefill"]))
     t0 = time.perf_counter()
     graphs = None
     try:

@@ -66,7 +66,8 @@ def _params(model: CausalLM) -> dict[str, int]:
 
 @dataclass
 class Harness:
-    """A model with caches sized for `max_batch` sequences of `max_tokens` tokens."""
+    """A model with caches for `max_batch` decode sequences of `decode_tokens` tokens each, plus one
+    long table of `prefill_tokens` for prefill runs (so the 8k prefill does not size every sequence)."""
 
     model: CausalLM
     device: torch.device
@@ -74,19 +75,25 @@ class Harness:
     conv: list[torch.Tensor]
     rec: list[torch.Tensor]
     blocks_per_seq: int
+    long_blocks: int
 
     @staticmethod
-    def build(model: CausalLM, device: torch.device, dtype: torch.dtype, max_batch: int, max_tokens: int) -> "Harness":
+    def build(model: CausalLM, device: torch.device, dtype: torch.dtype, max_batch: int, decode_tokens: int,
+              prefill_tokens: int = 0) -> "Harness":
         spec = model.cache_spec()
-        per_seq = -(-max_tokens // BLOCK)
-        nb = max_batch * per_seq
+        per_seq = -(-decode_tokens // BLOCK)
+        long_blocks = -(-prefill_tokens // BLOCK)
+        nb = max_batch * per_seq + long_blocks
         kv = [torch.randn(2, nb, BLOCK, s.num_kv_heads, s.head_dim, device=device, dtype=dtype) for s in spec.attention]
         conv = [torch.zeros(max_batch, *s.conv_shape, device=device) for s in spec.state]
         rec = [torch.zeros(max_batch, *s.recurrent_shape, device=device) for s in spec.state]
-        return Harness(model, device, kv, conv, rec, per_seq)
+        return Harness(model, device, kv, conv, rec, per_seq, long_blocks)
 
-    def context(self, query_lens: list[int], context_lens: list[int]):  # type: ignore[no-untyped-def]
+    def context(self, query_lens: list[int], context_lens: list[int], long: bool = False):  # type: ignore[no-untyped-def]
         tables = [list(range(b * self.blocks_per_seq, (b + 1) * self.blocks_per_seq)) for b in range(len(query_lens))]
+        if long:  # one sequence on the long table (prefill runs)
+            start = self.kv[0].shape[1] - self.long_blocks
+            tables = [list(range(start, start + self.long_blocks))]
         return build_context(query_lens=query_lens, context_lens=context_lens, block_tables=tables, block_size=BLOCK,
                              kv_caches=self.kv, state_slots=list(range(len(query_lens))), conv_states=self.conv,
                              recurrent_states=self.rec, device=self.device)
@@ -156,7 +163,7 @@ def prefill_runs(h: Harness, lengths: list[int], iters: int) -> dict[int, float]
     """ms to prefill one sequence of each length (eager)."""
     out = {}
     for n in lengths:
-        ctx = h.context([n], [0])
+        ctx = h.context([n], [0], long=True)
         ids = h.ids(n)
         out[n] = time_ms(lambda: h.prefill_logits(ids, ctx), warmup=1, iters=iters)
     return out
