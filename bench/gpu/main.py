@@ -86,7 +86,7 @@ def tiny_model_check(device: torch.device, factory) -> kc.Check:  # type: ignore
     return kc.Check("tiny Qwen3-Next: CUDA paths vs fp32 torch", "2 seqs, 40 tokens", rel_err(errs[1], errs[0]), 5e-2)
 
 
-def model_section(p: dict, device: torch.device, ceil: Ceilings, factory, capture) -> dict:  # type: ignore[type-arg,no-untyped-def]
+def model_section(p: dict, device: torch.device, ceil: Ceilings, factory, capture, write) -> dict:  # type: ignore[type-arg,no-untyped-def]
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -105,14 +105,17 @@ def model_section(p: dict, device: torch.device, ceil: Ceilings, factory, captur
         floor = ceil.floor_s(decode_bytes(inv, b, p["context"]), 2.0 * inv.active_params * b)
         row["roofline_tok_s"] = b / floor
         row["bytes"] = decode_bytes(inv, b, p["context"])
+    result = {"load_s": load_s, "capture_s": capture_s, "graphs": graphs.buckets if graphs else None,
+              "inventory": asdict(inv), "decode": decode, "prefill": {}, "max_memory": 0,
+              "weights_bytes": mb.tensor_bytes(model)}
+    write(result)  # decode numbers survive a prefill that runs out of time
     prefill = {}
     for n, ms in mb.prefill_runs(h, p["prefill"], max(1, p["iters"] // 5)).items():
         nbytes, flops = prefill_cost(inv, n)
         prefill[n] = {"ms": ms, "roofline_tok_s": n / ceil.floor_s(nbytes, flops)}
-    mem = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
-    return {"load_s": load_s, "capture_s": capture_s, "graphs": graphs.buckets if graphs else None,
-            "inventory": asdict(inv), "decode": decode, "prefill": prefill, "max_memory": mem,
-            "weights_bytes": mb.tensor_bytes(model)}
+    result["prefill"] = prefill
+    result["max_memory"] = torch.cuda.max_memory_allocated() if device.type == "cuda" else 0
+    return result
 
 
 def environment(device: torch.device) -> dict[str, str]:
@@ -149,16 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(tiny_model_check(device, factory))
     for c in checks:
         print(f"{'PASS' if c.ok else 'FAIL'} {c.name} [{c.shape}] err={c.err:.2e}", flush=True)
-    model = None if args.skip_model else model_section(p, device, ceil, factory, capture)
-    date = dt.date.today().isoformat()
-    text = render(env, ceil, checks, model, p["context"], str(p["config"].name), date)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"gpu-{date}.md").write_text(text)
-    (out / f"gpu-{date}.json").write_text(json.dumps({"env": env, "checks": [asdict(c) for c in checks],
-                                                      "model": model}, indent=1, default=str))
-    print(text, flush=True)
+    write = _writer(Path(args.out), env, ceil, checks, p)
+    write(None)  # the kernel results are kept even if the model section runs out of time
+    model = None if args.skip_model else model_section(p, device, ceil, factory, capture, write)
+    print(write(model), flush=True)
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _writer(out: Path, env: dict[str, str], ceil: Ceilings, checks: list[kc.Check], p: dict):  # type: ignore[no-untyped-def,type-arg]
+    """A function writing gpu-<date>.md/.json for the model results so far; returns the markdown."""
+    date = dt.date.today().isoformat()
+    out.mkdir(parents=True, exist_ok=True)
+
+    def write(model: dict | None) -> str:  # type: ignore[type-arg]
+        text = render(env, ceil, checks, model, p["context"], str(p["config"].name), date)
+        (out / f"gpu-{date}.md").write_text(text)
+        (out / f"gpu-{date}.json").write_text(json.dumps({"env": env, "checks": [asdict(c) for c in checks],
+                                                          "model": model}, indent=1, default=str))
+        return text
+
+    return write
 
 
 if __name__ == "__main__":
