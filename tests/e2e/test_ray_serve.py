@@ -174,6 +174,30 @@ def test_metrics_per_replica_with_replica_label(cluster: RayCluster, url: str) -
     assert len(labels) == 2
 
 
+def _in_flight(cluster: RayCluster) -> float:
+    """Generating requests summed over both replicas' own metrics ports."""
+    total = 0.0
+    for rank in (0, 1):
+        body = httpx.get(f"http://127.0.0.1:{cluster.metrics_port + rank}/metrics", timeout=30).text
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                     if line.startswith("awqserve:in_flight_requests"))
+    return total
+
+
+def test_client_disconnect_aborts_on_the_replica(cluster: RayCluster, url: str) -> None:
+    body = _chat("Tell me a long story.", 400, stream=True)
+    with httpx.Client(base_url=url, timeout=60) as c, \
+            c.stream("POST", "/v1/chat/completions", json=body, headers=AUTH) as r:
+        lines = r.iter_lines()
+        for _ in range(3):
+            next(lines)  # tokens are flowing
+        assert _in_flight(cluster) >= 1
+    deadline = time.monotonic() + 20
+    while _in_flight(cluster) != 0:  # the proxy's cancel reached the replica's app, which aborted
+        assert time.monotonic() < deadline, "the abandoned stream is still generating"
+        time.sleep(0.2)
+
+
 def test_killed_replica_fails_its_streams_and_comes_back(cluster: RayCluster, url: str) -> None:
     import ray
 
