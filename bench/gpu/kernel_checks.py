@@ -59,7 +59,8 @@ def w4a16_checks(device: torch.device, shapes: dict[str, tuple[int, int]], ms: t
                 c = Check(f"w4a16 {name} g{group} {'sym' if sym else 'asym'}", f"M={m} N={n} K={k}", err, BF16_BOUND)
                 if timed:
                     c.ms = time_ms(lambda: w4a16_matmul(x, w))
-                    base = [f"bf16 {time_ms(lambda: x @ dense.t()):.3f}"]  # type: ignore[union-attr]
+                    base = [f"bf16 {time_ms(lambda: x @ dense.t()):.3f}",  # type: ignore[union-attr]
+                            f"word-per-row loads {time_ms(lambda: w4a16_matmul(x, w, expand_words=False)):.3f}"]
                     if tiny is not None:
                         base.append(f"tinygemm {time_ms(lambda: tiny(x)):.3f}")
                     c.baseline = ", ".join(base) + " ms"

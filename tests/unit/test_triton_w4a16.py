@@ -55,6 +55,13 @@ def test_split_k_slices_agree(split_k: int) -> None:
     assert rel_err(w4a16_matmul(x, w, split_k=split_k), reference_matmul(x, w)) < 1e-5
 
 
+@pytest.mark.parametrize("m", [3, 40])
+def test_word_loads_without_expansion(m: int) -> None:
+    w = _weight(32, False)
+    x = torch.randn(m, K)
+    assert rel_err(w4a16_matmul(x, w, expand_words=False), reference_matmul(x, w)) < 1e-5
+
+
 @pytest.mark.parametrize("m", [2, 33])
 def test_bf16_activations(m: int) -> None:
     w = _weight(128, True, torch.bfloat16)

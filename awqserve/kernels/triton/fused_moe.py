@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 
 from awqserve.kernels.moe_align import MoEAlignment, StackedW4A16, align_by_expert
-from awqserve.kernels.triton.w4a16 import INTERPRETED
+from awqserve.kernels.triton.w4a16 import EXPAND_WORDS, INTERPRETED, _load_words
 
 
 @triton.jit
@@ -30,7 +30,7 @@ def _grouped_w4a16_kernel(  # type: ignore[no-untyped-def]
         num_pairs, N, K, stride_xm, stride_om, stride_qe, stride_se,
         ROW_DIV: tl.constexpr, MUL_WEIGHT: tl.constexpr, GROUP: tl.constexpr,
         HAS_ZP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+        BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, EXPAND: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     e = tl.load(block_expert_ptr + pid_m)
@@ -42,6 +42,7 @@ def _grouped_w4a16_kernel(  # type: ignore[no-untyped-def]
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = offs_n < N
     rk = tl.arange(0, BLOCK_K)
+    rw = tl.arange(0, BLOCK_K // 8)
     shifts = ((rk % 8) * 4)[:, None]
     qw = qw_ptr + e.to(tl.int64) * stride_qe
     sp = s_ptr + e.to(tl.int64) * stride_se
@@ -50,7 +51,7 @@ def _grouped_w4a16_kernel(  # type: ignore[no-untyped-def]
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + rk
         x = tl.load(x_ptr + rows[:, None] * stride_xm + offs_k[None, :], mask=valid[:, None], other=0.0)
-        words = tl.load(qw + (offs_k // 8)[:, None] * N + offs_n[None, :], mask=n_ok[None, :], other=0)
+        words = _load_words(qw, k0, offs_k, rw, offs_n, n_ok, N, BLOCK_K, BLOCK_N, EXPAND)
         nib = ((words >> shifts) & 0xF).to(tl.float32)
         g = k0 // GROUP
         scale = tl.load(sp + g * N + offs_n, mask=n_ok, other=0.0).to(tl.float32)
@@ -87,7 +88,7 @@ def grouped_w4a16(x: torch.Tensor, w: StackedW4A16, align: MoEAlignment, out: to
         topk_weights if topk_weights is not None else out, align.num_pairs, n, k, x.stride(0), out.stride(0),
         w.qweight.stride(0), w.scales.stride(0), ROW_DIV=row_div, MUL_WEIGHT=topk_weights is not None,
         GROUP=w.group_size, HAS_ZP=w.zeros is not None, BLOCK_M=align.block_m, BLOCK_N=block_n, BLOCK_K=bk,
-        DOT_F32=INTERPRETED, num_warps=4)
+        DOT_F32=INTERPRETED, EXPAND=EXPAND_WORDS, num_warps=4)
     return out
 
 

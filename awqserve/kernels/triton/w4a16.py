@@ -23,6 +23,9 @@ from awqserve.kernels.w4a16_layout import W4A16Weight
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 """Triton's CPU interpreter multiplies bf16 dot operands as raw bits (3.6): there, dots run in float32
 on the same bf16-rounded values (DOT_F32), which is what the GPU's bf16 dot computes."""
+EXPAND_WORDS = True
+"""Load each packed word once and repeat it for its 8 rows in registers (True), or load it once per
+row through the cache (False). Both are checked; bench/gpu times both at the 80B shapes."""
 GEMV_MAX_M = 16
 """Rows up to which the split-K launch is used (decode batches)."""
 TARGET_PROGRAMS = 264
@@ -33,13 +36,14 @@ TARGET_PROGRAMS = 264
 def _w4a16_kernel(  # type: ignore[no-untyped-def]
         x_ptr, qw_ptr, s_ptr, z_ptr, out_ptr, M, N, K, k_per_split, stride_xm, stride_om, stride_os,
         GROUP: tl.constexpr, HAS_ZP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr):
+        BLOCK_K: tl.constexpr, DOT_F32: tl.constexpr, EXPAND: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     pid_k = tl.program_id(2)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rk = tl.arange(0, BLOCK_K)
+    rw = tl.arange(0, BLOCK_K // 8)
     m_ok = offs_m < M
     n_ok = offs_n < N
     shifts = ((rk % 8) * 4)[:, None]
@@ -49,7 +53,7 @@ def _w4a16_kernel(  # type: ignore[no-untyped-def]
         k0 = k_lo + kk
         offs_k = k0 + rk
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_ok[:, None], other=0.0)
-        words = tl.load(qw_ptr + (offs_k // 8)[:, None] * N + offs_n[None, :], mask=n_ok[None, :], other=0)
+        words = _load_words(qw_ptr, k0, offs_k, rw, offs_n, n_ok, N, BLOCK_K, BLOCK_N, EXPAND)
         nib = ((words >> shifts) & 0xF).to(tl.float32)  # [BLOCK_K, BLOCK_N]
         g = k0 // GROUP
         scale = tl.load(s_ptr + g * N + offs_n, mask=n_ok, other=0.0).to(tl.float32)
@@ -66,6 +70,18 @@ def _w4a16_kernel(  # type: ignore[no-untyped-def]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & n_ok[None, :])
 
 
+@triton.jit
+def _load_words(qw_ptr, k0, offs_k, rw, offs_n, n_ok, N, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
+                EXPAND: tl.constexpr):
+    """The [BLOCK_K, BLOCK_N] packed words of a K-tile: row k holds word k // 8."""
+    if EXPAND:  # one load per word, then each word repeated for its 8 rows (row 8i + j = nibble j)
+        packed = tl.load(qw_ptr + (k0 // 8 + rw)[:, None] * N + offs_n[None, :], mask=n_ok[None, :], other=0)
+        words = tl.reshape(tl.broadcast_to(packed[:, None, :], (BLOCK_K // 8, 8, BLOCK_N)), (BLOCK_K, BLOCK_N))
+    else:
+        words = tl.load(qw_ptr + (offs_k // 8)[:, None] * N + offs_n[None, :], mask=n_ok[None, :], other=0)
+    return words
+
+
 def _block_k(group: int, k: int) -> int:
     return next(b for b in (128, 64, 32) if group % b == 0 and k % b == 0)
 
@@ -78,7 +94,7 @@ def _split_k(want: int, k_tiles: int) -> int:
 
 
 def w4a16_matmul(x: torch.Tensor, w: W4A16Weight, *, split_k: int | None = None,
-                 block_n: int | None = None) -> torch.Tensor:
+                 block_n: int | None = None, expand_words: bool = EXPAND_WORDS) -> torch.Tensor:
     """x [M, K] (bf16/fp16/fp32, contiguous rows) @ Wᵀ → [M, N] in x's dtype, any M >= 0.
 
     `split_k` / `block_n` override the launch heuristics (tests and tuning); split-K applies to any M.
@@ -107,5 +123,5 @@ def w4a16_matmul(x: torch.Tensor, w: W4A16Weight, *, split_k: int | None = None,
     grid = (m_blocks, n_blocks, splits)
     _w4a16_kernel[grid](x, w.qweight, w.scales, zeros, out, m, n, k, k_per_split, x.stride(0), n, m * n,
                         GROUP=w.group_size, HAS_ZP=w.zeros is not None, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk,
-                        DOT_F32=INTERPRETED, num_warps=4)
+                        DOT_F32=INTERPRETED, EXPAND=expand_words, num_warps=4)
     return out if splits == 1 else out.sum(dim=0).to(x.dtype)
