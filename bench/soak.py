@@ -4,7 +4,7 @@
     python bench/soak.py --duration 60 --json out.json
     python bench/soak.py --url http://127.0.0.1:8080 --pid 1234 --model-name x   # any running server
 
-`concurrency` closed-loop clients send non-streamed completions (fixed `max_tokens`, EOS ignored) to
+`concurrency` closed-loop clients send streamed completions (fixed `max_tokens`, EOS ignored) to
 127.0.0.1 for `duration` seconds; the server's RSS (/proc/PID/status) and CPU time (/proc/PID/stat) are
 sampled every second. Reported by thirds of the run: output tokens/s (wall), tokens per server CPU
 second (insensitive to neighbours stealing the CPU: it falls only if the server does more work per
@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @dataclass
 class SoakRecord:
-    done: list[tuple[float, int]] = field(default_factory=list)  # (finish time, tokens)
+    done: list[tuple[float, float]] = field(default_factory=list)  # (chunk arrival time, tokens credited)
+    requests: int = 0
     errors: list[str] = field(default_factory=list)
     samples: list[tuple[float, int, float]] = field(default_factory=list)  # (time, rss bytes, cpu seconds)
 
@@ -47,19 +48,37 @@ def proc_rss_cpu(pid: int) -> tuple[int, float]:
 
 
 async def _client(c: httpx.AsyncClient, model: str, max_tokens: int, end: float, rec: SoakRecord, i: int) -> None:
+    """Closed loop of streamed completions; each token is credited at the time its chunk arrived (the
+    usage chunk's count spread over the chunks), so thirds of a short run are measured fairly."""
     k = 0
     while time.monotonic() < end:
         body = {"model": model, "prompt": f"Client {i}, story {k}: once upon a time", "max_tokens": max_tokens,
-                "ignore_eos": True, "temperature": 0.7, "seed": k}
+                "ignore_eos": True, "temperature": 0.7, "seed": k, "stream": True,
+                "stream_options": {"include_usage": True}}
         k += 1
+        stamps: list[float] = []
+        usage: int | None = None
         try:
-            r = await c.post("/v1/completions", json=body)
-            if r.status_code != 200:
-                rec.errors.append(f"{r.status_code}: {r.text[:200]}")
-                continue
-            rec.done.append((time.monotonic(), int(r.json()["usage"]["completion_tokens"])))
+            async with c.stream("POST", "/v1/completions", json=body) as r:
+                if r.status_code != 200:
+                    rec.errors.append(f"{r.status_code}: {(await r.aread())[:200]!r}")
+                    continue
+                async for line in r.aiter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    doc = json.loads(line[6:])
+                    if "error" in doc:
+                        raise ValueError(f"error event: {doc['error']}")
+                    if doc.get("choices"):
+                        stamps.append(time.monotonic())
+                    if doc.get("usage"):
+                        usage = int(doc["usage"]["completion_tokens"])
         except (httpx.HTTPError, ValueError, KeyError) as e:
             rec.errors.append(f"{type(e).__name__}: {e}")
+            continue
+        per = (usage if usage is not None else len(stamps)) / max(1, len(stamps))
+        rec.done.extend((t, per) for t in stamps)
+        rec.requests += 1
 
 
 async def _sampler(pid: int, end: float, rec: SoakRecord) -> None:
@@ -83,14 +102,14 @@ async def soak(url: str, pid: int, model: str, *, duration: float, concurrency: 
 
 def figures(rec: SoakRecord, t0: float, t1: float) -> dict[str, Any]:
     third = (t1 - t0) / 3
-    out: dict[str, Any] = {"duration_s": round(t1 - t0, 1), "requests": len(rec.done), "errors": len(rec.errors),
+    out: dict[str, Any] = {"duration_s": round(t1 - t0, 1), "requests": rec.requests, "errors": len(rec.errors),
                            "error_examples": rec.errors[:3], "thirds": []}
     for k in range(3):
         a, b = t0 + k * third, t0 + (k + 1) * third
         toks = sum(n for t, n in rec.done if a <= t < b or (k == 2 and t >= b))
         inside = [(rss, cpu) for t, rss, cpu in rec.samples if a <= t < b] or [(0, 0.0)]
         cpu_s = inside[-1][1] - inside[0][1]
-        out["thirds"].append({"tok_per_s": round(toks / third, 1),
+        out["thirds"].append({"tok_per_s": round(toks / third, 1), "cpu_s": round(cpu_s, 1),
                               "tok_per_cpu_s": round(toks / cpu_s, 2) if cpu_s > 0 else None,
                               "rss_mb": round(sum(r for r, _ in inside) / len(inside) / 2**20, 1)})
     first, last = out["thirds"][0], out["thirds"][2]
