@@ -71,8 +71,8 @@ def _w4a16_kernel(  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _load_words(qw_ptr, k0, offs_k, rw, offs_n, n_ok, N, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr,
-                EXPAND: tl.constexpr):
+def _load_words(  # type: ignore[no-untyped-def]
+        qw_ptr, k0, offs_k, rw, offs_n, n_ok, N, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, EXPAND: tl.constexpr):
     """The [BLOCK_K, BLOCK_N] packed words of a K-tile: row k holds word k // 8."""
     if EXPAND:  # one load per word, then each word repeated for its 8 rows (row 8i + j = nibble j)
         packed = tl.load(qw_ptr + (k0 // 8 + rw)[:, None] * N + offs_n[None, :], mask=n_ok[None, :], other=0)
