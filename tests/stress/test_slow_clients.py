@@ -35,7 +35,7 @@ def test_slow_clients_are_dropped_and_normal_requests_stay_fast(stress_server: S
         model = client.get("/v1/models").json()["data"][0]["id"]
         baseline = statistics.median(_latencies(client, model, 5))
         log_before = len(stress_server.log_text())
-        slow = open_slow_clients(stress_server.port, count, model, max_tokens=400)
+        slow = open_slow_clients(stress_server.port, count, model, max_tokens=int(scaled(160, 400)))
         try:
             during = statistics.median(_latencies(client, model, 5))
             closed = closed_by_server(slow, timeout=30.0, kinds=("headers", "body"))
