@@ -205,18 +205,25 @@ def run_system(system: str, soak_s: float) -> dict[str, Any]:
     t = Target(system).ready()
     out["start_s"] = round(t.start_s, 1)
     try:
-        for name, fn in (("overload_10x", run_overload), ("disconnect_storm", run_storm), ("slow_clients", run_slow)):
-            print(f"[{system}] {name} ...", flush=True)
-            out[name] = fn(t)
-            print(json.dumps(out[name]), flush=True)
-        print(f"[{system}] soak {soak_s:g}s ...", flush=True)
-        out["soak"] = run_soak(t, soak_s)
-        print(json.dumps(out["soak"]), flush=True)
+        for name, fn in (("overload_10x", run_overload), ("disconnect_storm", run_storm), ("slow_clients", run_slow),
+                         ("soak", lambda t: run_soak(t, soak_s))):
+            out[name] = _scenario(system, name, lambda: fn(t))
     finally:
         t.stop()
-    out["sigterm_8_streams"] = run_sigterm(system)
-    out["sigkill_restart"] = run_sigkill_restart(system)
+    out["sigterm_8_streams"] = _scenario(system, "sigterm", lambda: run_sigterm(system))
+    out["sigkill_restart"] = _scenario(system, "sigkill_restart", lambda: run_sigkill_restart(system))
     return out
+
+
+def _scenario(system: str, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run one scenario; a failure is recorded as its result, and the run goes on."""
+    print(f"[{system}] {name} ...", flush=True)
+    try:
+        result = fn()
+    except Exception as e:  # noqa: BLE001 - a scenario that breaks is a figure too
+        result = {"failed": f"{type(e).__name__}: {e}"}
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,12 +26,16 @@ def _connect(port: int, rcvbuf: int | None = None) -> socket.socket:
     return s
 
 
-def open_slow_clients(port: int, count: int, model: str, max_tokens: int) -> list[SlowClient]:
+def open_slow_clients(port: int, count: int, model: str, max_tokens: int, max_no_read: int = 4) -> list[SlowClient]:
     """`count` connections, kinds in rotation: half a request head; a head plus part of the body;
-    a whole streamed request whose response is never read."""
+    a whole streamed request whose response is never read (at most `max_no_read` of these: each holds
+    a running slot until its generation ends or the write stall drops it, so more would measure the
+    batch size, not the server's defences)."""
     clients: list[SlowClient] = []
     for i in range(count):
         kind = ("headers", "body", "no_read")[i % 3]
+        if kind == "no_read" and sum(c.kind == "no_read" for c in clients) >= max_no_read:
+            kind = ("headers", "body")[i % 2]
         s = _connect(port, rcvbuf=4096 if kind == "no_read" else None)
         if kind == "headers":
             s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n")
