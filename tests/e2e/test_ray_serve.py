@@ -22,7 +22,7 @@ from _ray_cluster import RAY_ENV, RayCluster
 os.environ.update(RAY_ENV)  # before Ray is imported: it reads these once, at import
 pytest.importorskip("ray.serve", reason="needs the ray extra: pip install 'awqserve[ray]'")
 
-from conftest import ServerProcess, free_port  # noqa: E402
+from conftest import free_port  # noqa: E402
 
 KEY = "ray-e2e-key"
 AUTH = {"authorization": f"Bearer {KEY}"}

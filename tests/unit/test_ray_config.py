@@ -71,3 +71,16 @@ def test_application_builder_for_serve_run(tmp_path: object) -> None:
 
     application = app({"model": str(tmp_path), "replicas": 2, "num-threads": 1})
     assert isinstance(application, Application)
+
+
+def test_single_process_server_never_imports_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys\n"
+            "from awqserve.cli import serve\n"
+            "p = argparse.ArgumentParser(); serve.add_arguments(p)\n"
+            "serve.build_configs(p.parse_args([]), environ={})\n"
+            "import awqserve.entrypoints.openai.app, awqserve.entrypoints.openai.server\n"
+            "sys.exit(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
