@@ -4,7 +4,8 @@ uvicorn's h11 protocol closes an idle keep-alive connection (`timeout_keep_alive
 for a request whose headers or body never finish, and for a client that never reads its response
 (the stream stalls in `drain()`, holding an engine slot). `GuardedH11Protocol` adds three timers:
 
-- header: from the connection (or the end of the previous response) to a complete request head;
+- header: from the connection (or the first bytes of a keep-alive connection's next request) to a
+  complete request head;
 - body: no request-body bytes for this long while the body is incomplete (and we are reading);
 - write stall: our writes stay paused (the client's window is full) for this long.
 
@@ -101,6 +102,8 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         cycle = self.cycle
         if cycle is None or cycle is self._seen_cycle and cycle.response_complete:
+            if self._timer is None:  # the first bytes of a keep-alive connection's next request head
+                self._arm(self.limits.header_timeout, self._on_header_timeout)
             return  # still reading a request head: the header timer keeps running
         self._seen_cycle = cycle
         if cycle.more_body and not cycle.response_complete:
@@ -109,9 +112,10 @@ class GuardedH11Protocol(H11Protocol):
             self._disarm()
 
     def on_response_complete(self) -> None:
+        # An idle keep-alive connection is uvicorn's to close (silently, `timeout_keep_alive`); the
+        # header timer starts again with the next request's first bytes (data_received).
+        self._disarm()
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm(self.limits.header_timeout, self._on_header_timeout)  # the next request's head
 
     def pause_writing(self) -> None:
         super().pause_writing()
