@@ -66,14 +66,14 @@ def run_ray(args: argparse.Namespace, server: ServerConfig, engine: EngineConfig
 
     stop = threading.Event()
     owned = _init_ray(ray, cfg)
-    for sig in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs handlers of its own
-        signal.signal(sig, lambda *_: stop.set())
     try:
         serve.start(http_options={"host": server.host, "port": server.port})
         serve.run(build_application(server, engine, cfg), name=cfg.app_name, route_prefix="/", blocking=False)
         n = "auto" if cfg.replicas is None else str(cfg.replicas)
         logger.info("serving %s replica(s) at http://%s:%d (Ray Serve)", n, server.host, server.port)
         print(f"awqserve: {n} replica(s) ready at http://{server.host}:{server.port}", flush=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # only now: Ray and Serve install handlers of their own
+            signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         logger.info("stopping: draining replicas (up to %gs)", server.shutdown_timeout)
         return 0
@@ -81,15 +81,24 @@ def run_ray(args: argparse.Namespace, server: ServerConfig, engine: EngineConfig
         print(f"awqserve serve: error: Ray Serve deployment failed: {e}", file=sys.stderr)
         return 1
     finally:
-        _teardown(ray, serve, cfg, owned)
+        _teardown(ray, serve, cfg, owned, server.shutdown_timeout)
 
 
-def _teardown(ray: Any, serve: Any, cfg: RayConfig, owned: bool) -> None:
-    try:
-        if owned:
-            serve.shutdown()
-        else:
-            serve.delete(cfg.app_name)
-    except Exception:  # noqa: BLE001 - exiting anyway
-        logger.exception("Ray Serve shutdown failed")
-    ray.shutdown()
+def _teardown(ray: Any, serve: Any, cfg: RayConfig, owned: bool, grace_s: float) -> None:
+    """Stop the application (draining replicas up to `grace_s`), then leave the cluster. Bounded: if
+    the cluster is already gone (its processes killed), Serve's shutdown would wait forever."""
+    def stop_serve() -> None:
+        try:
+            if owned:
+                serve.shutdown()
+            else:
+                serve.delete(cfg.app_name)
+        except Exception:  # noqa: BLE001 - exiting anyway
+            logger.exception("Ray Serve shutdown failed")
+
+    worker = threading.Thread(target=stop_serve, name="awqserve-serve-shutdown", daemon=True)
+    worker.start()
+    worker.join(grace_s + 30.0)
+    if worker.is_alive():
+        logger.error("Ray Serve did not shut down within %.0fs; leaving the cluster anyway", grace_s + 30.0)
+    ray.shutdown()  # a local cluster (ours) ends with it
