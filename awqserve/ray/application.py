@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from ray import serve
 from ray.serve import Application
@@ -44,20 +44,26 @@ def build_application(server: ServerConfig, engine: EngineConfig, cfg: RayConfig
     resources: dict[str, Any] = {"num_cpus": cfg.num_cpus_per_replica}
     if cfg.num_gpus_per_replica > 0:
         resources["num_gpus"] = cfg.num_gpus_per_replica
-    engine_dep = serve.deployment(AwqEngine).options(
+    engine_dep = _deployment(AwqEngine).options(
         name=ENGINE_DEPLOYMENT, ray_actor_options=resources,
         max_ongoing_requests=replica_capacity(server, engine), max_queued_requests=cfg.max_queued_requests,
         health_check_period_s=cfg.health_check_period_s, health_check_timeout_s=30.0,
         graceful_shutdown_timeout_s=server.shutdown_timeout,
         request_router_config=RequestRouterConfig(
-            request_router_class=ROUTER_CLASS,
+            request_router_class=ROUTER_CLASS,  # type: ignore[arg-type]  # str or class
             request_router_kwargs={"chunk_chars": cfg.prefix_chunk_chars, "imbalance": cfg.prefix_imbalance}),
         **scaling_options(cfg, engine))
-    ingress = serve.deployment(AwqIngress).options(
+    ingress = _deployment(AwqIngress).options(
         name=INGRESS_DEPLOYMENT, num_replicas=cfg.ingress_replicas, ray_actor_options={"num_cpus": 0},
         # the ingress only relays: it holds every request in flight, so it must never be the limit
         max_ongoing_requests=100_000)
-    return ingress.bind(engine_dep.bind(server, engine, cfg), server)
+    application: Application = ingress.bind(engine_dep.bind(server, engine, cfg), server)
+    return application
+
+
+def _deployment(cls: type) -> Any:
+    """`serve.deployment(cls)` (its stubs only describe the decorator-with-arguments form)."""
+    return cast(Any, serve.deployment)(cls)
 
 
 def args_to_argv(args: Mapping[str, Any]) -> list[str]:

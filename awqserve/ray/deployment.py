@@ -11,13 +11,13 @@ has read the body first, so the prefix router (`router.py`) can choose by prompt
 import asyncio
 import dataclasses
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, cast
 
 from fastapi import FastAPI
 from ray import serve
 from ray.exceptions import RayActorError, RayError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message
@@ -44,7 +44,8 @@ class AwqEngine:
     then); `check_health` fails once the engine is dead, so Ray replaces the replica.
     """
 
-    async def __init__(self, server: ServerConfig, engine: EngineConfig, cfg: RayConfig) -> None:
+    async def __init__(self, server: ServerConfig, engine: EngineConfig,  # type: ignore[misc]
+                       cfg: RayConfig) -> None:  # Ray Serve awaits an async constructor
         ctx = serve.get_replica_context()
         self.replica_id = ctx.replica_id.unique_id
         self.app = create_app(dataclasses.replace(server, replica_id=self.replica_id), engine)
@@ -108,7 +109,7 @@ class AwqIngress:
     alive or it died → 503 `replica_unavailable` + Retry-After.
     """
 
-    def __init__(self, engine: DeploymentHandle, server: ServerConfig) -> None:
+    def __init__(self, engine: "DeploymentHandle[Any]", server: ServerConfig) -> None:
         self.engine = engine.options(stream=True)
         self.max_body = server.max_request_body_bytes
 
@@ -120,7 +121,7 @@ class AwqIngress:
     async def relay(self, request: Request) -> Response:
         req = await self._proxied(request)
         try:
-            stream = self.engine.forward.remote(req)
+            stream = cast("DeploymentResponseGenerator[Message]", self.engine.forward.remote(req))
             first = await stream.__anext__()
         except BackPressureError:
             return service_unavailable("Every replica is at capacity and the wait queue is full. Retry "

@@ -20,7 +20,7 @@ import random
 from collections import OrderedDict
 from typing import Any, Hashable, List, Optional
 
-from ray.serve.request_router import PendingRequest, ReplicaID, ReplicaResult, RequestRouter, RunningReplica
+from ray.serve.request_router import PendingRequest, ReplicaID, RequestRouter, RunningReplica
 
 from awqserve.ray.prefix import PrefixTable, RoutingStats
 
@@ -35,7 +35,7 @@ class PrefixAwareRouter(RequestRouter):
     """Prefix-affine, least-loaded fallback. Options (`request_router_kwargs`): `chunk_chars` (prefix
     granularity), `capacity` (keys remembered), `imbalance` (queue-length gap that overrides affinity)."""
 
-    def initialize_state(self, chunk_chars: int = 64, capacity: int = 200_000,  # type: ignore[override]
+    def initialize_state(self, chunk_chars: int = 64, capacity: int = 200_000,
                          imbalance: int = 4, **_: Any) -> None:
         self.table = PrefixTable(chunk_chars, capacity)
         self.imbalance = max(1, int(imbalance))
@@ -81,7 +81,7 @@ class PrefixAwareRouter(RequestRouter):
             self._decisions.popitem(last=False)
 
     def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID,
-                          result: ReplicaResult) -> None:
+                          result: Any) -> None:
         keys, owner = self._decisions.pop(pending_request.metadata.internal_request_id, ([], None))
         s = self.stats
         s.routed += 1
