@@ -39,8 +39,11 @@ def test_api_keys(guarded: ServerProcess, schemas: Schemas) -> None:
         assert c.post("/v1/completions", json={"prompt": "x"}).status_code == 401
         assert c.post("/tokenize", json={"prompt": "x"}).status_code == 401
         assert c.get("/v1/models", headers=auth(KEYS["env"])).status_code == 200  # from AWQSERVE_API_KEY
-        for path in ("/health", "/health/live", "/health/ready", "/metrics", "/version"):
+        for path in ("/health", "/health/live", "/health/ready", "/metrics"):
             assert c.get(path).status_code == 200, path
+        for path in ("/version", "/openapi.json"):  # every route but probes, metrics and the page needs the key
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers=auth(KEYS["env"])).status_code == 200, path
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=guarded.url + "/v1", api_key="wrong", max_retries=0).models.list()
 
