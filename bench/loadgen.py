@@ -256,6 +256,21 @@ async def chat_single(base_url: str, messages: list[dict[str, str]], max_tokens:
     return res
 
 
+async def prefill_single(base_url: str, prompt_ids: list[int], budget_s: float = 600.0) -> Result:
+    """Time to the first token of a fresh prompt over HTTP (streamed completion, one output token)."""
+    res = Result(len(prompt_ids))
+    async with httpx.AsyncClient(timeout=httpx.Timeout(budget_s + 60)) as client:
+        model = await served_model(client, base_url)
+        try:
+            await asyncio.wait_for(stream(client, base_url + "/v1/completions", completion_body(model, prompt_ids, 1),
+                                         res), budget_s)
+        except asyncio.TimeoutError:
+            res.error = "timed out"
+    if not res.stamps and res.error is None:  # a first token without text: the response's end is the bound
+        res.stamps.append(res.end)
+    return res
+
+
 def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from peers import Tokenizer, demo_gguf

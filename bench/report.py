@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 TARGETS = [  # (label, awqserve path, peer path, peer label, goal, higher is better)
+    ("TTFT, short chat prompt (HTTP, prefix cached)", ("servers", "awqserve", "single_http", "ttft_ms"),
+     ("servers", "llama-server", "single_http", "ttft_ms"), "llama-server", 1.0, False),
+    ("TTFT, 512-token fresh prompt (HTTP)", ("servers", "awqserve", "prefill_http", "512", "ttft_ms"),
+     ("servers", "llama-server", "prefill_http", "512", "ttft_ms"), "llama-server", 0.5, False),
+    ("single-stream decode tok/s (HTTP)", ("servers", "awqserve", "single_http", "decode_tok_s"),
+     ("servers", "llama-server", "single_http", "decode_tok_s"), "llama-server", 1.5, True),
+    ("aggregate output tok/s, 16 streams (HTTP)", ("servers", "awqserve", "levels", "16", "output_tok_s"),
+     ("servers", "llama-server", "levels", "16", "output_tok_s"), "llama-server", 3.0, True),
     ("single-stream decode tok/s", ("inproc", "awqserve", "single", "decode_tok_s"),
      ("inproc", "llama.cpp", "single", "decode_tok_s"), "llama.cpp (llama-cpp-python)", 1.0, True),
     ("aggregate output tok/s, 16 streams", ("servers", "awqserve", "levels", "16", "output_tok_s"),

@@ -117,11 +117,25 @@ def sweep(srv: peers.ManagedServer, corpus: list[int], plan: dict[str, Any], lev
             "decode_tok_s": statistics.median(r.decode_tok_s for r in runs),
             "ttft_ms": 1e3 * statistics.median(r.ttft_s for r in runs), "new_tokens": plan["max_new"],
             "reps": chat_reps}
+    if chat_reps:
+        out["prefill_http"] = prefill_http(srv.base_url, corpus, plan)
     for c in levels:
         reqs = loadgen.serving_requests(corpus, plan["requests_per_level"][c], seed=1000 + c, max_tokens=plan["max_new"])
         out["levels"][str(c)] = asyncio.run(loadgen.run_level(srv.base_url, reqs, c, plan["level_budget_s"]))
         print(f"  {srv.name} c={c}: {out['levels'][str(c)]['output_tok_s']:.1f} tok/s, "
               f"errors {out['levels'][str(c)]['errors']}", flush=True)
+    return out
+
+
+def prefill_http(base_url: str, corpus: list[int], plan: dict[str, Any]) -> dict[str, Any]:
+    """Per prompt length: median TTFT of fresh prompts (distinct corpus windows: no prefix reuse)."""
+    out: dict[str, Any] = {}
+    for i, n in enumerate(plan.get("prefill_http_lengths", [512])):  # llama-server -np 16: 1024 per slot
+        prompts = loadgen.windows(corpus, [n] * plan["prefill_reps"], 500 + i)
+        runs = [asyncio.run(loadgen.prefill_single(base_url, p, plan["level_budget_s"])) for p in prompts]
+        bad = [r.error for r in runs if r.error]
+        out[str(n)] = {"error": bad[0]} if bad else {
+            "prompt_tokens": n, "ttft_ms": 1e3 * statistics.median(r.ttft_s for r in runs), "reps": len(runs)}
     return out
 
 
@@ -155,8 +169,9 @@ def run_llama_server(corpus: list[int], plan: dict[str, Any], threads: int) -> d
             part = sweep(srv, corpus, plan, levels, plan["single_reps"] if slots == 16 else 0)
             out["levels"].update(part["levels"])
             out["slots"].update({str(c): slots for c in levels})
-            if "single_http" in part:
-                out["single_http"] = part["single_http"]
+            for key in ("single_http", "prefill_http"):
+                if key in part:
+                    out[key] = part[key]
             if slots == 16:
                 reqs = loadgen.offline_requests(corpus, plan["offline_requests"])
                 off = asyncio.run(loadgen.run_level(srv.base_url, reqs, slots, plan["level_budget_s"]))

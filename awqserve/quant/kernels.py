@@ -203,12 +203,25 @@ class Int8RowKernel(LinearKernel):
 LM_HEAD_INT8_MAX_M = 4
 """Rows up to which the int8 logits kernel beats bf16 (measured: 1.6 vs 5.1 ms at 1, 2.6 vs 3.9 at 4,
 5.6 vs 4.4 at 8)."""
-Q8_INT4_MAX_M = 1
-"""Rows up to which the q8 int4 kernel runs (AVX2 EPYC, 2 threads: 97 vs 148 us for PyTorch's int4 at
-one row of the demo's gate_up; 213 vs 159 us at two: docs/benchmarks/cpu-q8-kernels.md)."""
-Q8_HEAD_MAX_M = 8
-"""Rows up to which the q8 int8 lm_head runs (same machine: 0.94 / 1.98 / 3.8 ms at 1 / 4 / 8 rows
-against 9.5 / 20 / 21 ms for the fp32 head and 1.7 / 3.6 / 6.8 ms for PyTorch's int8 kernel)."""
+Q8_INT4_MAX_M = (1, 128)
+"""Rows up to which the q8 int4 kernel runs: (CPUs with native bf16, AVX2-only CPUs). Measured on an
+AVX2 EPYC, 2 threads, weights out of cache (docs/benchmarks/cpu-q8-kernels.md): it beats PyTorch's
+int4 kernel at every M (gate_up: 79 vs 149 us at 1 row, 451 vs 826 at 16) and the fp32 dense copy
+at every M up to 128 (gate_up 79 vs 607 us at 1 row, 451 vs 1092 at 16, 3508 vs 4251 at 128; even
+at 256: 6965 vs 7357). Where bf16 is native the bf16 dense copy and PyTorch's int4 kernel are faster
+than on AVX2 and the crossover was not measured, so the q8 kernel only takes one-row calls there."""
+Q8_HEAD_MAX_M = (8, 32)
+"""Rows up to which the q8 int8 lm_head runs, same split (AVX2: 1.3 / 3.8 / 7.7 / 14.7 ms at 1 / 8 /
+16 / 32 rows against 10.2 / 21.4 / 26.6 / 33.2 ms for the fp32 head; 29.5 vs 51.8 at 64 the other
+way round. With native bf16, the packed bf16 head was 4.4 ms at 8 rows on the AVX-512 machine)."""
+
+
+def q8_int4_max_m() -> int:
+    return Q8_INT4_MAX_M[0] if cpu_has_native_bf16() else Q8_INT4_MAX_M[1]
+
+
+def q8_head_max_m() -> int:
+    return Q8_HEAD_MAX_M[0] if cpu_has_native_bf16() else Q8_HEAD_MAX_M[1]
 
 
 def _q8_ready(device: torch.device) -> bool:
@@ -234,7 +247,7 @@ def logits_kernel(kernel: LinearKernel, device: torch.device, mode: LmHeadPrecis
         from awqserve.kernels.cpu.q8_kernels import Q8Int8RowKernel
 
         large = cpu_bf16_kernel(weight) if cpu_has_native_bf16() else kernel
-        return HybridKernel(Q8Int8RowKernel(weight), large, Q8_HEAD_MAX_M)
+        return HybridKernel(Q8Int8RowKernel(weight), large, q8_head_max_m())
     if mode == LmHeadPrecision.AUTO and not (cpu_has_native_bf16() and kernel.weight.dtype == torch.bfloat16):
         return kernel
     return HybridKernel(Int8RowKernel(weight), cpu_bf16_kernel(weight), LM_HEAD_INT8_MAX_M)
@@ -370,14 +383,14 @@ def _cpu_int4_kernel(weight: QuantizedTensor, pol: KernelPolicy, dense: Callable
 
     q8 = (q8_kernels.Q8Int4Kernel(weight) if pol.compute_dtype is None and q8_kernels.supports(weight)
           and _q8_ready(torch.device("cpu")) else None)
-    m_max = pol.small_m_max or cpu_int4_max_m()
+    m_max, q8_max = pol.small_m_max or cpu_int4_max_m(), q8_int4_max_m()
     if pol.mode == WeightLayout.INT4:
         int4: LinearKernel = Int4CpuKernel(weight, pol.compute_dtype or torch.bfloat16)
-        return int4 if q8 is None else HybridKernel(q8, int4, Q8_INT4_MAX_M)
-    if q8 is not None and m_max <= Q8_INT4_MAX_M:  # nothing left for PyTorch's int4 kernel to do
-        return HybridKernel(q8, dense(), Q8_INT4_MAX_M)
+        return int4 if q8 is None else HybridKernel(q8, int4, q8_max)
+    if q8 is not None and m_max <= q8_max:  # nothing left for PyTorch's int4 kernel to do
+        return HybridKernel(q8, dense(), q8_max)
     rest = HybridKernel(Int4CpuKernel(weight, pol.compute_dtype or torch.bfloat16), dense(), m_max)
-    return rest if q8 is None else HybridKernel(q8, rest, Q8_INT4_MAX_M)
+    return rest if q8 is None else HybridKernel(q8, rest, q8_max)
 
 
 def kernel_switch_points(modules: Iterable[nn.Module]) -> list[int]:

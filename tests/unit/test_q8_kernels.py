@@ -11,7 +11,7 @@ import torch
 from awqserve.kernels.cpu import build
 from awqserve.kernels.cpu.q8_kernels import (BLOCK, Q8Int4Kernel, Q8Int8RowKernel, available, pack_int4,
                                              supports)
-from awqserve.quant.kernels import HybridKernel, logits_kernel, make_kernel
+from awqserve.quant.kernels import HybridKernel, logits_kernel, make_kernel, q8_head_max_m, q8_int4_max_m
 from awqserve.config.engine_config import LmHeadPrecision
 from awqserve.layers.linear import DenseKernel
 from awqserve.quant.packing import quantize_rtn
@@ -77,14 +77,15 @@ def test_int8_rows(m: int) -> None:
 
 
 def test_kernel_choice_on_cpu() -> None:
-    """make_kernel puts the q8 kernel in front for one row; logits_kernel uses it for <= 8 rows."""
+    """make_kernel puts the q8 kernel in front (one row where bf16 is native, <= 128 rows on AVX2);
+    logits_kernel uses it for the head of a quantized checkpoint."""
     qt = quantize_rtn(torch.randn(64, 128) * 0.05, 64, symmetric=True)
     k = make_kernel(qt, "cpu", torch.float32)
-    assert isinstance(k, HybridKernel) and isinstance(k.small, Q8Int4Kernel) and k.m_max == 1
+    assert isinstance(k, HybridKernel) and isinstance(k.small, Q8Int4Kernel) and k.m_max == q8_int4_max_m()
     x = torch.randn(3, 128)
     assert rel(k(x), x @ qt.dequantize().t()) < 2e-2 and rel(k(x[:1]), x[:1] @ qt.dequantize().t()) < 2e-2
     head = logits_kernel(DenseKernel(torch.randn(500, 128)), torch.device("cpu"), LmHeadPrecision.AUTO, quantized=True)
-    assert isinstance(head, HybridKernel) and isinstance(head.small, Q8Int8RowKernel) and head.m_max == 8
+    assert isinstance(head, HybridKernel) and isinstance(head.small, Q8Int8RowKernel) and head.m_max == q8_head_max_m()
     float_ckpt = logits_kernel(DenseKernel(torch.randn(500, 128)), torch.device("cpu"), LmHeadPrecision.AUTO)
     assert not isinstance(float_ckpt, HybridKernel) or not isinstance(float_ckpt.small, Q8Int8RowKernel)
     assert logits_kernel(DenseKernel(torch.randn(5, 128)), torch.device("cpu"), LmHeadPrecision.FLOAT).__class__ is DenseKernel

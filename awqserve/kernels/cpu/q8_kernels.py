@@ -82,6 +82,8 @@ class Q8Int4Kernel(LinearKernel):
         super().__init__()
         if not supports(qt):
             raise ValueError(f"q8 int4 kernel cannot take weight {qt.shape} group {qt.group_size}")
+        if not available():
+            raise RuntimeError("q8 kernels unavailable here (kernels/cpu/build.py says why)")
         w4, scale, bias = pack_int4(qt)
         self.group = qt.group_size
         self.out_features = qt.shape[0]
@@ -104,6 +106,8 @@ class Q8Int8RowKernel(LinearKernel):
         super().__init__()
         if weight.shape[1] % BLOCK:
             raise ValueError(f"q8 int8 kernel needs in_features % {BLOCK} == 0, got {tuple(weight.shape)}")
+        if not available():
+            raise RuntimeError("q8 kernels unavailable here (kernels/cpu/build.py says why)")
         w8, rscale = quantize_rows_int8(weight)
         self.out_features = weight.shape[0]
         self.register_buffer("w8", w8, persistent=False)
