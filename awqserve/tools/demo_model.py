@@ -201,7 +201,45 @@ def build_demo_model(output: Path, group_size: int = DEMO_GROUP_SIZE,
         _build(output, group_size, progress or (lambda done, total, detail: None))
 
 
-def _build(output: Path, group_size: int, report: BuildProgress) -> None:
+DEMO_RECIPE = Path(__file__).resolve().parents[1] / "data" / "demo_awq_recipe.npz"
+"""The demo build's recorded AWQ search (tools/awq/recipe.py); `awqserve demo-model --record-recipe`."""
+
+
+def _recipe_meta(gguf: Path, group_size: int) -> dict[str, Any]:
+    from awqserve.tools.awq.recipe import file_sha256
+
+    return {"gguf_sha256": file_sha256(gguf), "group_size": group_size, "symmetric": DEMO_SYMMETRIC,
+            "demo_version": DEMO_VERSION}
+
+
+def _matching_recipe(meta: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The shipped recipe if it was recorded for exactly this GGUF and these options, else None."""
+    from awqserve.tools.awq.recipe import load_recipe
+
+    if not DEMO_RECIPE.is_file():
+        return None
+    try:
+        recipe, recorded = load_recipe(DEMO_RECIPE)
+    except (OSError, ValueError, KeyError) as e:
+        logger.warning("demo model: unreadable recipe %s (%s); searching instead", DEMO_RECIPE, e)
+        return None
+    if recorded != meta:
+        logger.info("demo model: the shipped AWQ recipe was recorded for %s, not %s; searching", recorded, meta)
+        return None
+    return recipe
+
+
+def record_demo_recipe(path: Path = DEMO_RECIPE, group_size: int = DEMO_GROUP_SIZE) -> Path:
+    """Run the full AWQ search for the demo model (a throw-away build) and save its decisions."""
+    from awqserve.tools.awq.recipe import save_recipe
+
+    with tempfile.TemporaryDirectory() as tmp, _torch_threads(1):
+        result = _build(Path(tmp) / "model", group_size, lambda done, total, detail: None, use_recipe=False)
+    save_recipe(path, result.recipe, _recipe_meta(find_demo_gguf(), group_size))
+    return path
+
+
+def _build(output: Path, group_size: int, report: BuildProgress, use_recipe: bool = True) -> Any:
     from awqserve.tools.awq.quantize import AwqOptions, quantize_loaded_model
 
     start = time.perf_counter()
@@ -213,10 +251,13 @@ def _build(output: Path, group_size: int, report: BuildProgress) -> None:
     report(GGUF_STEPS, steps, "calibrating")
     opts = AwqOptions(group_size=group_size, symmetric=DEMO_SYMMETRIC)
     generation = {"bos_token_id": 1, "eos_token_id": [2, 0], "pad_token_id": 2, **DEMO_SAMPLING}
-    quantize_loaded_model(model, tokenizer, output, opts, generation=generation,
-                          progress=lambda done, layers, detail: report(GGUF_STEPS + done, steps, detail))
+    recipe = _matching_recipe(_recipe_meta(find_demo_gguf(), group_size)) if use_recipe else None
+    result = quantize_loaded_model(model, tokenizer, output, opts, generation=generation, recipe=recipe,
+                                   progress=lambda done, layers, detail: report(GGUF_STEPS + done, steps, detail))
     report(steps, steps, "written")
-    logger.info("demo model: built in %.1fs at %s", time.perf_counter() - start, output)
+    logger.info("demo model: built in %.1fs at %s (%s)", time.perf_counter() - start, output,
+                "recorded AWQ search replayed" if recipe is not None else "AWQ search run")
+    return result
 
 
 def _is_complete(path: Path) -> bool:

@@ -64,11 +64,14 @@ class ScaleGroup:
 
 @dataclass
 class AwqResult:
-    """Quantized linears by full module name, plus per-layer output MSE of RTN vs AWQ by group."""
+    """Quantized linears by full module name, plus per-layer output MSE of RTN vs AWQ by group, and
+    the search's decisions (`recipe`: per layer, the folded scales by the group's first linear and
+    the clip-ratio index per (row, group) by linear), from which `apply_recipe` rebuilds `quantized`."""
 
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict)
     layer_errors: list[dict[str, tuple[float, float]]] = field(default_factory=list)
     alphas: list[dict[str, float]] = field(default_factory=list)
+    recipe: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class _Stop(Exception):
@@ -159,19 +162,31 @@ def final_quantize(w: torch.Tensor, spec: QuantSpec, scale_dtype: torch.dtype) -
     return QuantizedTensor(q, s, qt.zeros, spec.group_size)
 
 
-def _clipped(w: torch.Tensor, gram: torch.Tensor, x: torch.Tensor, spec: QuantSpec, steps: int) -> torch.Tensor:
-    """W clipped per group, unless that makes the whole output worse on the searched tokens.
+CLIP_STEP = 0.05
+
+
+def clip_by_choice(w: torch.Tensor, choice: torch.Tensor, spec: QuantSpec, steps: int) -> torch.Tensor:
+    """W clamped per (row, group) to its range shrunk by ratio index `choice` (0 = no clipping)."""
+    lo0, hi0 = search.group_range(spec.groups(w), spec.symmetric)
+    lo, hi = search.clip_range(lo0, hi0, search.clip_ratios(steps, CLIP_STEP)[choice.long()].unsqueeze(-1))
+    return search.apply_clip(w, lo, hi, spec)
+
+
+def _clipped(w: torch.Tensor, gram: torch.Tensor, x: torch.Tensor, spec: QuantSpec,
+             steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """W clipped per group, unless that makes the whole output worse on the searched tokens; and the
+    ratio index per (row, group) it applied (all 0 when the guard kept W).
 
     Each group's clip is chosen on its own partial output; the guard catches the rare case where
     cross-group error terms make the combined output worse than not clipping at all.
     """
-    lo, hi = search.search_clip(w, gram, spec, steps)
-    clipped = search.apply_clip(w, lo, hi, spec)
+    choice = search.search_clip_choice(w, gram, spec, steps, CLIP_STEP)
+    clipped = clip_by_choice(w, choice, spec, steps)
     ref = x @ w.t()
     if search.output_mse(search.fake_quantize(clipped, spec), x, ref) <= \
             search.output_mse(search.fake_quantize(w, spec), x, ref):
-        return clipped
-    return w
+        return clipped, choice
+    return w, torch.zeros_like(choice)
 
 
 def check_group_size(model: nn.Module, group_size: int) -> None:
@@ -211,17 +226,42 @@ def quantize_layer(layer: nn.Module, x: torch.Tensor, kwargs: dict[str, Any], op
     for g in groups:
         if g.prev is not None:
             fold_scale(layer, g, in_scale[g.linears[0]])
+            result.recipe[f"{prefix}.{g.linears[0]}.scale"] = in_scale[g.linears[0]].clone()
     for g in groups:
         xs = inputs[g.linears[0]] / in_scale[g.linears[0]]
         gram = search.group_gram(xs, spec.group_size)
         for n in g.linears:
             lin = layer.get_submodule(n)
-            if opts.clip_steps > 1 and (opts.clip_qk or n.split(".")[-1] not in ("q_proj", "k_proj")):
-                lin.weight.copy_(_clipped(lin.weight, gram, xs[pick], spec, opts.clip_steps))
+            if _clips(n, opts):
+                clipped, choice = _clipped(lin.weight, gram, xs[pick], spec, opts.clip_steps)
+                lin.weight.copy_(clipped)
+                result.recipe[f"{prefix}.{n}.clip"] = choice
             result.quantized[f"{prefix}.{n}"] = final_quantize(lin.weight, spec, scale_dtype)
     result.layer_errors.append(_group_errors(groups, inputs, pick, orig, in_scale, spec, scale_dtype, prefix, result))
     result.alphas.append(alphas)
     return out
+
+
+def _clips(name: str, opts: AwqOptions) -> bool:
+    return opts.clip_steps > 1 and (opts.clip_qk or name.split(".")[-1] not in ("q_proj", "k_proj"))
+
+
+@torch.no_grad()
+def apply_recipe_layer(layer: nn.Module, recipe: dict[str, torch.Tensor], opts: AwqOptions, prefix: str,
+                       result: AwqResult, scale_dtype: torch.dtype) -> None:
+    """Rebuild one layer's AWQ result from recorded decisions, with no calibration forward pass:
+    the same folds, clamps and rounding as `quantize_layer`, so the same int4 weights (bit-exact on
+    the same float weights). Raises KeyError when the recipe lacks an entry this layer needs."""
+    spec = opts.spec
+    for g in scale_groups(layer):
+        if g.prev is not None:
+            fold_scale(layer, g, recipe[f"{prefix}.{g.linears[0]}.scale"])
+    for g in scale_groups(layer):
+        for n in g.linears:
+            lin = layer.get_submodule(n)
+            if _clips(n, opts):
+                lin.weight.copy_(clip_by_choice(lin.weight, recipe[f"{prefix}.{n}.clip"], spec, opts.clip_steps))
+            result.quantized[f"{prefix}.{n}"] = final_quantize(lin.weight, spec, scale_dtype)
 
 
 def _group_errors(groups: list[ScaleGroup], inputs: dict[str, torch.Tensor], pick: torch.Tensor,
@@ -248,11 +288,14 @@ def _group_errors(groups: list[ScaleGroup], inputs: dict[str, torch.Tensor], pic
 
 
 @torch.no_grad()
-def run_awq(model: nn.Module, ids: torch.Tensor, opts: AwqOptions,
-            scale_dtype: torch.dtype = torch.bfloat16, progress: LayerProgress | None = None) -> AwqResult:
+def run_awq(model: nn.Module, ids: torch.Tensor | None, opts: AwqOptions,
+            scale_dtype: torch.dtype = torch.bfloat16, progress: LayerProgress | None = None,
+            recipe: dict[str, torch.Tensor] | None = None) -> AwqResult:
     """AWQ-quantize every decoder-layer linear of a float32 CPU model (mutates the model).
 
-    `progress(done, layers, detail)` is called after each decoder layer.
+    `progress(done, layers, detail)` is called after each decoder layer. With a `recipe` (an earlier
+    run's `AwqResult.recipe` on the same weights and options) the search is replayed instead of run:
+    no calibration tokens (`ids` may be None), no forward passes, the same result.
 
     On return the model's linears hold the scaled and clipped float weights (not rounded), its
     norms and producer linears hold the folded 1/s, and `quantized` holds the int4 weights with
@@ -261,9 +304,17 @@ def run_awq(model: nn.Module, ids: torch.Tensor, opts: AwqOptions,
     check_supported(model)
     check_group_size(model, opts.group_size)
     model.eval()
-    x, kwargs = first_layer_inputs(model, ids)
     result = AwqResult()
     layers = model.model.layers
+    if recipe is not None:
+        for i, layer in enumerate(layers):
+            apply_recipe_layer(layer, recipe, opts, f"model.layers.{i}", result, scale_dtype)
+            if progress is not None:
+                progress(i + 1, len(layers), f"AWQ layer {i + 1}/{len(layers)} (recorded search)")
+        result.recipe = dict(recipe)
+        return result
+    assert ids is not None, "calibration tokens are needed without a recipe"
+    x, kwargs = first_layer_inputs(model, ids)
     for i, layer in enumerate(layers):
         t0 = time.perf_counter()
         x = quantize_layer(layer, x, kwargs, opts, f"model.layers.{i}", result, scale_dtype)
@@ -276,24 +327,27 @@ def run_awq(model: nn.Module, ids: torch.Tensor, opts: AwqOptions,
 def quantize_loaded_model(model: nn.Module, tokenizer: Any, output: Path, opts: AwqOptions,
                           calibration_text: str | None = None,
                           generation: dict[str, Any] | None = None, source_dtype: Any = None,
-                          progress: LayerProgress | None = None) -> AwqResult:
+                          progress: LayerProgress | None = None,
+                          recipe: dict[str, torch.Tensor] | None = None) -> AwqResult:
     """Calibrate, AWQ-quantize and write `model` (float32, CPU) as compressed-tensors into `output`.
 
     `source_dtype` (default: the model config's dtype) picks the stored dtype (writer.checkpoint_dtype).
-    `progress` is run_awq's per-layer callback.
+    `progress` is run_awq's per-layer callback; `recipe` replays a recorded search (see run_awq).
     """
     from awqserve.tools.awq.calibration import calibration_samples
     from awqserve.tools.awq.writer import checkpoint_dtype, write_checkpoint
 
     dtype = checkpoint_dtype(source_dtype if source_dtype is not None else getattr(model.config, "dtype", None))
     t0 = time.perf_counter()
-    ids = calibration_samples(tokenizer, opts.num_samples, opts.seq_len, calibration_text)
+    ids = None if recipe is not None else calibration_samples(tokenizer, opts.num_samples, opts.seq_len,
+                                                              calibration_text)
     t1 = time.perf_counter()
-    result = run_awq(model, ids, opts, dtype, progress)
+    result = run_awq(model, ids, opts, dtype, progress, recipe)
     t2 = time.perf_counter()
     write_checkpoint(model, tokenizer, result.quantized, output, opts.group_size, opts.symmetric, dtype, generation)
-    logger.info("AWQ: calibration %.1fs, search+quantize %.1fs, write %.1fs (%d x %d tokens)",
-                t1 - t0, t2 - t1, time.perf_counter() - t2, ids.shape[0], ids.shape[1])
+    logger.info("AWQ: calibration %.1fs, %s %.1fs, write %.1fs", t1 - t0,
+                "recorded search replayed +quantize" if recipe is not None else "search+quantize", t2 - t1,
+                time.perf_counter() - t2)
     return result
 
 

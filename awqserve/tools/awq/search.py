@@ -123,30 +123,46 @@ def group_errors(err: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     return ((e @ gram) * e).sum(-1).transpose(0, 1)
 
 
+def clip_ratios(steps: int, step: float) -> torch.Tensor:
+    """The shrink ratios tried, 1.0, 1 - step, ...: float32 values equal to the Python floats the
+    search multiplies by, so ranges rebuilt from a chosen index are bit-identical."""
+    return torch.tensor([1.0 - i * step for i in range(steps)], dtype=torch.float32)
+
+
+def clip_range(lo0: torch.Tensor, hi0: torch.Tensor, r: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Range [lo0, hi0] shrunk towards zero by ratio r (never past the data)."""
+    return torch.where(lo0 < 0, lo0 * r, lo0), torch.where(hi0 > 0, hi0 * r, hi0)
+
+
 def search_clip(w: torch.Tensor, gram: torch.Tensor, spec: QuantSpec, steps: int = 10,
                 step: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped ranges (lo, hi) [N, ng, 1] minimising each group's output error.
 
     Ratios tried: 1.0, 1 - step, …, 1 - (steps - 1) * step (AutoAWQ's 1.0 -> 0.55 by default).
     """
+    choice = search_clip_choice(w, gram, spec, steps, step)
+    lo0, hi0 = group_range(spec.groups(w), spec.symmetric)
+    return clip_range(lo0, hi0, clip_ratios(steps, step)[choice.long()].unsqueeze(-1))
+
+
+def search_clip_choice(w: torch.Tensor, gram: torch.Tensor, spec: QuantSpec, steps: int = 10,
+                       step: float = 0.05) -> torch.Tensor:
+    """Index (uint8 [N, ng]) of the best ratio per (row, group): what `search_clip` applies."""
     wg = spec.groups(w)
     lo0, hi0 = group_range(wg, spec.symmetric)
     best_err = torch.full(wg.shape[:2], float("inf"), dtype=w.dtype)
-    best_lo, best_hi = lo0.clone(), hi0.clone()
+    best = torch.zeros(wg.shape[:2], dtype=torch.uint8)
     for i in range(steps):
-        r = 1.0 - i * step
         # shrink towards zero, never past the data: clamping W to [lo, hi] then has exactly that
         # range, so the final min/max quantization of the clamped weight reproduces this search
-        lo, hi = torch.where(lo0 < 0, lo0 * r, lo0), torch.where(hi0 > 0, hi0 * r, hi0)
+        lo, hi = clip_range(lo0, hi0, 1.0 - i * step)
         # quantize the clamped weight, as the final pass will: clamped values sit exactly on the
         # range ends, which float rounding may map to a different level than values beyond them
         clamped = torch.maximum(torch.minimum(wg, hi), lo)
         err = group_errors(fake_quantize_groups(clamped, spec.symmetric, lo, hi).sub_(wg), gram)
-        better = (err < best_err).unsqueeze(-1)
+        best = torch.where(err < best_err, torch.full_like(best, i), best)
         best_err = torch.minimum(err, best_err)
-        best_lo = torch.where(better, lo, best_lo)
-        best_hi = torch.where(better, hi, best_hi)
-    return best_lo, best_hi
+    return best
 
 
 def apply_clip(w: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
