@@ -20,8 +20,8 @@ from awqserve.engine.llm_engine import LLMEngine
 from awqserve.engine.sampling_params import SamplingParams
 
 GROUPS = {
-    "q8 int4 matmul (one row; kernels/cpu)": ("awqserve::q8_w4_mm",),
-    "q8 int8 lm_head (<= 8 rows; kernels/cpu)": ("awqserve::q8_w8_mm",),
+    "q8 int4 matmul (kernels/cpu)": ("awqserve::q8_w4_mm",),
+    "q8 int8 lm_head (kernels/cpu)": ("awqserve::q8_w8_mm",),
     "int4 matmul (tinygemm)": ("aten::_weight_int4pack_mm_for_cpu",),
     "lm_head int8 (<= 4 rows)": ("aten::_weight_int8pack_mm",),
     "packed bf16 matmul (oneDNN; lm_head above 4 rows, every linear when rows > 8)": (

@@ -68,7 +68,9 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model dir (default: the demo model)")
     ap.add_argument("--out", default=f"docs/benchmarks/prefill-profile-{dt.date.today()}.md")
     args = ap.parse_args()
-    eng = LLMEngine.from_config(EngineConfig(model=args.model, num_threads=args.threads, enable_prefix_caching=False))
+    # enforce_eager: prefill steps never run the compiled decode graphs, so skip compiling them
+    eng = LLMEngine.from_config(EngineConfig(model=args.model, num_threads=args.threads, enable_prefix_caching=False,
+                                             enforce_eager=True))
     lines = [f"# Prefill profile — demo model, {args.threads} threads ({dt.date.today()})", ""]
     for n in args.tokens:
         lines += section(eng, n, args.reps)

@@ -127,8 +127,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--weight-layout", choices=enum_values(WeightLayout), default="auto")
     e.add_argument("--num-threads", type=int, default=None, help="torch intra-op threads (CPU)")
     e.add_argument("--lm-head-precision", choices=enum_values(LmHeadPrecision), default="auto",
-                   help="logits projection: auto = int8 copy for <= 4 rows on bf16-native CPUs (+0.5%% "
-                        "perplexity on the demo model), float = exact")
+                   help="logits projection: auto = an int8 copy for few rows (the head of an int4 checkpoint "
+                        "where the CPU q8 kernels are built; else on bf16-native CPUs), float = exact")
     e.add_argument("--enforce-eager", action="store_true",
                    help="do not compile the decode step (CPU compiles it by default: slower start, faster decode)")
     e.add_argument("--load-format", choices=["auto", "dummy"], default="auto",

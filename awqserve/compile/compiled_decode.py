@@ -21,10 +21,8 @@ Invariants:
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -43,12 +41,6 @@ TESTED_TORCH = ("2.13.",)
 log = logging.getLogger(__name__)
 _SCRATCH_LEN = 37  # warm-up context length: prime, so it equals no model dimension
 WarmupProgress = Callable[[float, float, str], None]  # (graphs compiled, graphs planned, "batch 2")
-
-
-def _inductor_cache_dir() -> None:
-    """Keep inductor's compiled kernels with our other caches so later starts reuse them."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(base / "awqserve" / "inductor"))
 
 
 def torch_supported() -> bool:
@@ -79,7 +71,6 @@ class CompiledDecode:
     """Callable `(input_ids [B], ctx) -> float32 logits [B, vocab]` for eligible decode steps."""
 
     def __init__(self, model: CausalLM, *, max_model_len: int, device: torch.device) -> None:
-        _inductor_cache_dir()
         self.model = model
         self.max_model_len = max_model_len
         self.device = device
