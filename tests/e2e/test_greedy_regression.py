@@ -27,10 +27,14 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def _isa_key() -> str:
+    """The CPU's kernel class, plus `,q8=1` where the CPU q8 kernels (kernels/cpu) are in use: they
+    round activations differently, so their records are their own."""
+    from awqserve.kernels.cpu.q8_kernels import available
     from awqserve.quant.kernels import cpu_has_native_bf16
 
     flags = Path("/proc/cpuinfo").read_text(errors="ignore") if Path("/proc/cpuinfo").exists() else ""
-    return f"bf16={int(cpu_has_native_bf16())},avx512f={int(' avx512f' in flags)}"
+    key = f"bf16={int(cpu_has_native_bf16())},avx512f={int(' avx512f' in flags)}"
+    return key + (",q8=1" if available() else "")
 
 
 def _params() -> list[SamplingParams]:

@@ -106,8 +106,12 @@ def test_previous_response_id_continues(client: Any, schemas: Schemas, tokenizer
 
 
 def test_stream_tool_call(client: Any, schemas: Schemas, model_name: str) -> None:
+    # Room for a long call: the 135M demo model's greedy call differs with the CPU kernels in use (with
+    # the q8 kernels on AVX2 it pads with the grammar's bounded whitespace: ~150 tokens); this test is
+    # about the event protocol, not the model's manners.
     events = list(client.responses.create(model=model_name, input="Weather in Rome? Use the tools.", tools=[WEATHER],
-                                          tool_choice="required", parallel_tool_calls=False, stream=True, **GREEDY))
+                                          tool_choice="required", parallel_tool_calls=False, stream=True,
+                                          **{**GREEDY, "max_output_tokens": 256}))
     for e in events:
         schemas.validate("ResponseStreamEvent", e.to_dict())
     args = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
