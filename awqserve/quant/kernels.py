@@ -10,8 +10,8 @@ Kernels (all: forward(x [M, K]) -> [M, N] in x's dtype, any M including 0):
 - `Int8RowKernel`: int8 per-row copy of a float weight; the lm_head for <= 4 rows (`logits_kernel`).
 - `HybridKernel`: int4 for M <= m_max (decode), a dense copy for larger M (prefill).
 - `kernels.cpu.q8_kernels.Q8Int4Kernel` / `Q8Int8RowKernel` (AVX2 CPUs, C++ ops built at install):
-  int4 / int8 weights times int8-rounded activations, streaming the weight at memory speed; the
-  one-row (single-stream decode) kernel in front of the hybrid, and the lm_head for few rows.
+  int4 / int8 weights times int8-rounded activations, streaming the weight at memory speed; in
+  front of the hybrid for up to `q8_int4_max_m()` rows, and the lm_head for up to `q8_head_max_m()`.
 - CUDA: `kernels.w4a16_kernel.TritonW4A16Kernel` when Triton is installed (groups 32/64/128), else
   `Int4CudaKernel`: tinygemm for every M; both one 0.5-byte copy (so the 80B flagship fits one GPU).
 
@@ -377,8 +377,9 @@ def make_kernel(weight: torch.Tensor | QuantizedTensor, device: torch.device | s
 
 
 def _cpu_int4_kernel(weight: QuantizedTensor, pol: KernelPolicy, dense: Callable[[], LinearKernel]) -> LinearKernel:
-    """CPU int4: [q8 for one row] -> PyTorch int4 up to m_max rows -> dense copy above (AUTO), or
-    int4-resident (INT4). The q8 front needs no explicit --dtype (it rounds activations to int8)."""
+    """CPU int4: [q8 up to q8_int4_max_m() rows] -> PyTorch int4 up to m_max rows -> dense copy above
+    (AUTO), or int4-resident (INT4). The q8 front only without an explicit --dtype (it rounds
+    activations to int8)."""
     from awqserve.kernels.cpu import q8_kernels
 
     q8 = (q8_kernels.Q8Int4Kernel(weight) if pol.compute_dtype is None and q8_kernels.supports(weight)

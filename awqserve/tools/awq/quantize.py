@@ -66,7 +66,7 @@ class ScaleGroup:
 class AwqResult:
     """Quantized linears by full module name, plus per-layer output MSE of RTN vs AWQ by group, and
     the search's decisions (`recipe`: per layer, the folded scales by the group's first linear and
-    the clip-ratio index per (row, group) by linear), from which `apply_recipe` rebuilds `quantized`."""
+    the clip-ratio index per (row, group) by linear), from which `run_awq(recipe=…)` rebuilds `quantized`."""
 
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict)
     layer_errors: list[dict[str, tuple[float, float]]] = field(default_factory=list)
@@ -162,14 +162,9 @@ def final_quantize(w: torch.Tensor, spec: QuantSpec, scale_dtype: torch.dtype) -
     return QuantizedTensor(q, s, qt.zeros, spec.group_size)
 
 
-CLIP_STEP = 0.05
-
-
 def clip_by_choice(w: torch.Tensor, choice: torch.Tensor, spec: QuantSpec, steps: int) -> torch.Tensor:
     """W clamped per (row, group) to its range shrunk by ratio index `choice` (0 = no clipping)."""
-    lo0, hi0 = search.group_range(spec.groups(w), spec.symmetric)
-    lo, hi = search.clip_range(lo0, hi0, search.clip_ratios(steps, CLIP_STEP)[choice.long()].unsqueeze(-1))
-    return search.apply_clip(w, lo, hi, spec)
+    return search.apply_clip(w, *search.chosen_ranges(w, choice, spec, steps), spec)
 
 
 def _clipped(w: torch.Tensor, gram: torch.Tensor, x: torch.Tensor, spec: QuantSpec,
@@ -180,7 +175,7 @@ def _clipped(w: torch.Tensor, gram: torch.Tensor, x: torch.Tensor, spec: QuantSp
     Each group's clip is chosen on its own partial output; the guard catches the rare case where
     cross-group error terms make the combined output worse than not clipping at all.
     """
-    choice = search.search_clip_choice(w, gram, spec, steps, CLIP_STEP)
+    choice = search.search_clip_choice(w, gram, spec, steps)
     clipped = clip_by_choice(w, choice, spec, steps)
     ref = x @ w.t()
     if search.output_mse(search.fake_quantize(clipped, spec), x, ref) <= \

@@ -3,7 +3,7 @@
 The demo model's build spends ~45 s of its ~60 s in the scale and clip search (2 cores). The search's
 decisions are small — per layer the folded input scales (float32, one per input channel of each
 scale group) and the clip ratio index per (row, group) of each clipped linear (uint8) — so they ship
-with the package (`awqserve/data/demo_awq_recipe.npz`, ~0.5 MB) and `run_awq(recipe=…)` replays them:
+with the package (`awqserve/data/demo_awq_recipe.npz`, 760 KB) and `run_awq(recipe=…)` replays them:
 the same folds, clamps and rounding, no calibration pass, identical int4 weights.
 
 Invariant: a recipe is used only when its metadata matches what it was recorded for (the source

@@ -134,19 +134,28 @@ def clip_range(lo0: torch.Tensor, hi0: torch.Tensor, r: torch.Tensor | float) ->
     return torch.where(lo0 < 0, lo0 * r, lo0), torch.where(hi0 > 0, hi0 * r, hi0)
 
 
-def search_clip(w: torch.Tensor, gram: torch.Tensor, spec: QuantSpec, steps: int = 10,
-                step: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clipped ranges (lo, hi) [N, ng, 1] minimising each group's output error.
+CLIP_STEP = 0.05
+"""Shrink-ratio step of the clip search (AutoAWQ's)."""
 
-    Ratios tried: 1.0, 1 - step, …, 1 - (steps - 1) * step (AutoAWQ's 1.0 -> 0.55 by default).
-    """
-    choice = search_clip_choice(w, gram, spec, steps, step)
+
+def chosen_ranges(w: torch.Tensor, choice: torch.Tensor, spec: QuantSpec, steps: int,
+                  step: float = CLIP_STEP) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ranges (lo, hi) [N, ng, 1] of W's groups shrunk by ratio index `choice` [N, ng] (0 = unclipped)."""
     lo0, hi0 = group_range(spec.groups(w), spec.symmetric)
     return clip_range(lo0, hi0, clip_ratios(steps, step)[choice.long()].unsqueeze(-1))
 
 
+def search_clip(w: torch.Tensor, gram: torch.Tensor, spec: QuantSpec, steps: int = 10,
+                step: float = CLIP_STEP) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped ranges (lo, hi) [N, ng, 1] minimising each group's output error.
+
+    Ratios tried: 1.0, 1 - step, …, 1 - (steps - 1) * step (AutoAWQ's 1.0 -> 0.55 by default).
+    """
+    return chosen_ranges(w, search_clip_choice(w, gram, spec, steps, step), spec, steps, step)
+
+
 def search_clip_choice(w: torch.Tensor, gram: torch.Tensor, spec: QuantSpec, steps: int = 10,
-                       step: float = 0.05) -> torch.Tensor:
+                       step: float = CLIP_STEP) -> torch.Tensor:
     """Index (uint8 [N, ng]) of the best ratio per (row, group): what `search_clip` applies."""
     wg = spec.groups(w)
     lo0, hi0 = group_range(wg, spec.symmetric)
