@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from awqserve.engine.block_manager import KvCopy
 from awqserve.engine.outputs import TokenLogprob
 from awqserve.engine.request import Request
 
@@ -21,11 +22,13 @@ from awqserve.engine.request import Request
 @dataclass
 class SchedulerOutput:
     """One step's batch: `requests[i]` computes `num_scheduled_tokens[i]` tokens starting at its
-    `num_computed_tokens` (not yet advanced). `preempted` lists the requests sent back to waiting."""
+    `num_computed_tokens` (not yet advanced). `preempted` lists the requests sent back to waiting.
+    `kv_copies` (partial prefix-cache hits) must be done, in order, before the step's forward."""
 
     requests: list[Request] = field(default_factory=list)
     num_scheduled_tokens: list[int] = field(default_factory=list)
     preempted: list[Request] = field(default_factory=list)
+    kv_copies: list[KvCopy] = field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:

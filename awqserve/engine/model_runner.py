@@ -18,6 +18,7 @@ from awqserve.compile.compiled_decode import CompiledDecode, WarmupProgress
 from awqserve.compile.cuda_graphs import CudaGraphDecode
 from awqserve.config.engine_config import EngineConfig
 from awqserve.engine.batch import ModelRunnerOutput, SchedulerOutput
+from awqserve.engine.block_manager import KvCopy
 from awqserve.engine.cache_plan import default_budget, plan_caches
 from awqserve.engine.faults import FaultInjector
 from awqserve.engine.outputs import TokenLogprob
@@ -90,6 +91,13 @@ class ModelRunner:
         log.info("captured decode CUDA graphs for batch sizes %s", graphs.buckets)
 
     # -- one step --------------------------------------------------------------------------------
+    def copy_kv(self, copies: list[KvCopy]) -> None:
+        """Partial prefix-cache hits: copy leading token slots between blocks in every attention layer,
+        in order (a later copy may overwrite an earlier one's source)."""
+        for c in copies:
+            for cache in self.kv_caches:
+                cache[:, c.dst, :c.num_tokens].copy_(cache[:, c.src, :c.num_tokens])
+
     def build_inputs(self, sched: SchedulerOutput) -> tuple[torch.Tensor, ForwardContext]:
         """Flat input ids and the ForwardContext of a batch."""
         reqs, q_lens = sched.requests, sched.num_scheduled_tokens
@@ -109,6 +117,7 @@ class ModelRunner:
         """Run the batch; sample for requests whose scheduled tokens reach their last token. Raises if
         the forward fails (the whole batch); a failure confined to one sampled row is in `errors`."""
         reqs, q_lens = sched.requests, sched.num_scheduled_tokens
+        self.copy_kv(sched.kv_copies)  # first: a re-run of a failed batch (LLMEngine._isolate) has none
         if self.faults is not None:
             self.faults.before_forward([r.group_id for r in reqs])
         input_ids, ctx = self.build_inputs(sched)

@@ -81,7 +81,7 @@ class Scheduler:
             self.running.remove(request)
         else:
             self.waiting.remove(request)
-        self._release(request)
+        self._release(request, keep_kv=status != RequestStatus.FINISHED_ERROR)
         request.status = status
 
     def finish_by_stop_string(self, request: Request, stop: str) -> None:
@@ -99,8 +99,9 @@ class Scheduler:
                               state_usage=pool.usage if pool else 0.0, num_preemptions=self.num_preemptions,
                               prefix_cache_queries=bm.prefix_queries, prefix_cache_hits=bm.prefix_hits)
 
-    def _release(self, request: Request) -> None:
-        self.block_manager.free(request)
+    def _release(self, request: Request, keep_kv: bool = True) -> None:
+        # A failed request's KV may be garbage: none of its partial tail may be copied later.
+        self.block_manager.free(request, keep_partial=keep_kv)
         if request.state_slot is not None and self.state_pool is not None:
             self.state_pool.free(request.state_slot)
         request.state_slot = None
@@ -135,7 +136,7 @@ class Scheduler:
             req = self.waiting[0]
             if self._waits_for_fork(req):
                 break
-            n = self._admit(req, budget)
+            n = self._admit(req, budget, out)
             if n == 0:
                 break
             self.waiting.popleft()
@@ -155,16 +156,18 @@ class Scheduler:
                 return False
         return True
 
-    def _admit(self, req: Request, budget: int) -> int:
+    def _admit(self, req: Request, budget: int, out: SchedulerOutput) -> int:
         """Allocate blocks (and a state slot) for a waiting request; tokens scheduled, 0 if it does not fit."""
         bm = self.block_manager
         if self.state_pool is not None and self.state_pool.num_free == 0:
             return 0
-        cached = bm.find_cached_prefix(req)
-        n = min(req.num_tokens - len(cached) * bm.block_size, budget)
-        alloc = bm.allocate(req, n, cached)
+        hit = bm.find_cached_prefix(req)
+        n = min(req.num_tokens - hit.num_tokens(bm.block_size), budget)
+        alloc = bm.allocate(req, n, hit)
         if alloc is None:
             return 0
+        if alloc.copy is not None:
+            out.kv_copies.append(alloc.copy)
         req.num_computed_tokens = alloc.num_cached_tokens
         if req.num_output_tokens == 0 and req.metrics.num_preemptions == 0:
             req.num_cached_tokens = alloc.num_cached_tokens

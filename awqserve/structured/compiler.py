@@ -19,6 +19,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from awqserve.engine.omp_threads import serial_torch_here
 from awqserve.structured.backend import CompiledGrammar, GrammarBackend
 from awqserve.structured.spec import GrammarError, GrammarSpec
 
@@ -41,7 +42,9 @@ class GrammarCompiler:
             raise ValueError(f"max_workers must be 1..4, got {max_workers}")
         self.backend = backend
         self.stats = CompilerStats()
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="awqserve-grammar")
+        # serial torch in the pool: no second OpenMP team beside the engine's (engine/omp_threads.py)
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="awqserve-grammar",
+                                        initializer=serial_torch_here)
         self._lock = threading.Lock()
         self._done: OrderedDict[str, Future[CompiledGrammar]] = OrderedDict()
         self._failed: OrderedDict[str, Future[CompiledGrammar]] = OrderedDict()

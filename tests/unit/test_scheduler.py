@@ -127,10 +127,54 @@ def test_prefix_cache_hit_in_engine() -> None:
     first = run_to_completion(eng)["a"]
     eng.add_request("b", prompt, GREEDY)
     second = run_to_completion(eng)["b"]
-    assert second.num_cached_tokens == 20  # 5 full blocks of 4; the last 2 tokens recomputed
+    # 5 full blocks of 4 shared, 1 of the 2 tokens after them copied from a's kept block; only the
+    # last token is computed (it must be, for logits). The fake model reads every position back.
+    assert second.num_cached_tokens == 21
     assert second.outputs[0].token_ids == first.outputs[0].token_ids == reference_greedy(prompt, 8)
     snap = eng.stats.snapshot()
-    assert snap.prefix_cache_hits >= 20 and snap.prefix_cache_queries >= 44
+    assert snap.prefix_cache_hits >= 21 and snap.prefix_cache_queries >= 44
+
+
+def test_next_turn_copies_the_previous_answers_partial_block() -> None:
+    eng = make_engine()
+    prompt = list(range(1, 12))
+    first = run_to_completion(_add(eng, "a", prompt))["a"]
+    answer = list(first.outputs[0].token_ids)
+    turn2 = prompt + answer + [40, 41, 42]  # the conversation so far plus a new message
+    second = run_to_completion(_add(eng, "b", turn2))["b"]
+    # a computed its 11 prompt tokens and 7 of its 8 answer tokens (the last was never fed back).
+    assert second.num_cached_tokens == 18
+    assert second.outputs[0].token_ids == reference_greedy(turn2, 8)
+
+
+def test_copy_source_recycled_in_the_same_step_is_read_first() -> None:
+    # 8 blocks of 4. b copies 1 token from a's second block; c, admitted in the same step, needs 6
+    # fresh blocks and so recycles every evictable block, the copy source included: the copy must
+    # read it before c's forward writes there. Later steps preempt (b + c need 12 blocks).
+    eng = make_engine(kv_cache_memory=8 * 4 * 2 * 4, max_model_len=32, max_num_batched_tokens=64)
+    prompt = list(range(1, 7))
+    run_to_completion(_add(eng, "a", prompt))
+    eng.add_request("b", prompt, GREEDY)
+    eng.add_request("c", list(range(100, 124)), GREEDY)
+    seen = []
+    execute = eng.runner.execute
+
+    def spy(sched):  # type: ignore[no-untyped-def]
+        if sched.kv_copies:
+            seen.append((sched.kv_copies[0], [list(r.block_ids) for r in sched.requests]))
+        return execute(sched)
+
+    eng.runner.execute = spy
+    out = run_to_completion(eng)
+    copy, tables = seen[0]
+    assert copy.src in tables[1]  # recycled by c in the very step that copies from it
+    assert out["b"].outputs[0].token_ids == reference_greedy(prompt, 8)
+    assert out["c"].outputs[0].token_ids == reference_greedy(list(range(100, 124)), 8)
+
+
+def _add(eng, rid: str, prompt: list[int]):  # type: ignore[no-untyped-def]
+    eng.add_request(rid, prompt, GREEDY)
+    return eng
 
 
 def test_n_samples_share_prompt_blocks() -> None:

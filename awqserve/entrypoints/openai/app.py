@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from awqserve.config.engine_config import EngineConfig
+from awqserve.engine.omp_threads import serial_torch_here
 from awqserve.engine.protocol import EngineClient
 from awqserve.entrypoints.openai import health, serving_models, serving_responses
 from awqserve.entrypoints.openai.errors import install_exception_handlers
@@ -86,6 +87,7 @@ async def _metrics(request: Request) -> Response:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: AppState = app.state.awqserve
+    serial_torch_here()  # the HTTP loop's thread never gets an OpenMP team (engine/omp_threads.py)
     tasks = [asyncio.create_task(state.boot()), asyncio.create_task(_memory_monitor(state))]
     try:
         yield
