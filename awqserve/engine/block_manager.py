@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from awqserve.engine.request import Request
 
 _ROOT_HASH = 0x5EED
+MAX_CHILDREN = 64
+"""Blocks indexed per parent for partial copies (newest kept): bounds the scan a prompt's lookup does
+when many sequences continue one popular prefix (e.g. a shared system prompt)."""
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -235,9 +238,25 @@ class BlockManager:
         self._hash[block] = h
         self._parent[block] = parent
         self._tokens[block] = tokens
-        self._children.setdefault(parent, {})[block] = None
+        kids = self._children.setdefault(parent, {})
+        kids[block] = None
         if h is not None:
             self._by_hash[h] = block
+        if len(kids) > MAX_CHILDREN:
+            self._drop_child(next(iter(kids)))
+
+    def _drop_child(self, block: int) -> None:
+        """Take the oldest child out of the copy index: a full block stays findable by hash, an
+        unreferenced partial tail (reachable only through the index) becomes free."""
+        if self._hash[block] is not None or self._ref[block] > 0:
+            parent = self._parent[block]
+            assert parent is not None
+            del self._children[parent][block]
+            self._parent[block] = None
+            return
+        self._forget(block)
+        del self._evictable[block]
+        self._free.append(block)
 
     # -- after a step ----------------------------------------------------------------------------
     def cache_full_blocks(self, request: Request) -> None:

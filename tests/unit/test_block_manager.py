@@ -189,3 +189,27 @@ def test_a_failed_request_keeps_no_tail_and_evicted_tails_are_forgotten() -> Non
     assert bm.allocate(big, 8)
     assert bm.find_cached_prefix(_req([1, 2, 3, 4], "q")) == PrefixHit()
 
+
+
+def test_copy_index_per_parent_is_bounded_and_drops_the_oldest_tails() -> None:
+    from awqserve.engine.block_manager import MAX_CHILDREN
+
+    n = MAX_CHILDREN + 3
+    bm = BlockManager(n + 1, BS, enable_prefix_caching=True)
+    for i in range(n):  # n one-token-tail sequences under the root: only the newest stay indexed
+        _finish(bm, [1000 + i], f"r{i}")
+    assert bm.find_cached_prefix(_req([1000, 5], "old")) == PrefixHit()
+    assert bm.find_cached_prefix(_req([1000 + n - 1, 5], "new")).copy_len == 1
+    assert bm.num_free_blocks == n + 1  # dropped tails went back to the free list, nothing leaked
+    assert len(bm._free) == 3 + 1
+
+
+def test_a_full_block_dropped_from_the_copy_index_is_still_shared_by_hash() -> None:
+    from awqserve.engine.block_manager import MAX_CHILDREN
+
+    bm = BlockManager(MAX_CHILDREN + 8, BS, enable_prefix_caching=True)
+    _finish(bm, [1, 2, 3, 4, 9])  # full block [1, 2, 3, 4] under the root, first in the index
+    for i in range(MAX_CHILDREN):
+        _finish(bm, [500 + i], f"t{i}")
+    hit = bm.find_cached_prefix(_req([1, 2, 3, 4, 9, 9], "q"))
+    assert len(hit.blocks) == 1  # still found by its hash
