@@ -38,27 +38,29 @@ def _group_of(key: str) -> str | None:
     return next((g for g, names in GROUPS.items() if any(key.startswith(n) for n in names)), None)
 
 
-def decode_engine(batch: int, threads: int, model: str | None, eager: bool = False) -> LLMEngine:
+def decode_engine(batch: int, threads: int, model: str | None, eager: bool = False,
+                  prompt_len: int = 40) -> LLMEngine:
     eng = LLMEngine.from_config(EngineConfig(model=model, num_threads=threads, enable_prefix_caching=False,
                                  max_num_seqs=max(batch, 16), enforce_eager=eager))
     for i in range(batch):
-        eng.add_request(f"r{i}", [100 + (7 * i + j) % 4000 for j in range(40)],
+        eng.add_request(f"r{i}", [100 + (7 * i + j) % 4000 for j in range(prompt_len)],
                         SamplingParams(temperature=0, max_tokens=4096, ignore_eos=True))
-    for _ in range(8):  # prefill + warm-up decode steps
-        eng.step()
+    while any(r.num_output_tokens < 8 for r in eng.scheduler.running) or eng.scheduler.waiting:
+        eng.step()  # prefill (chunked for long prompts) + warm-up decode steps
     return eng
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--prompt-len", type=int, default=40, help="prompt tokens per sequence (the decode context)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--model", default=None, help="model dir (default: the demo model)")
     ap.add_argument("--enforce-eager", action="store_true", help="profile the eager step instead")
     ap.add_argument("--out", default=f"docs/benchmarks/decode-profile-{dt.date.today()}.md")
     args = ap.parse_args()
-    eng = decode_engine(args.batch, args.threads, args.model, args.enforce_eager)
+    eng = decode_engine(args.batch, args.threads, args.model, args.enforce_eager, args.prompt_len)
     t0 = time.perf_counter()
     for _ in range(args.steps):
         eng.step()

@@ -26,6 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 C_SOURCE = Path(__file__).with_name("q8gemv.c")
+ATTN_SOURCE = Path(__file__).with_name("decode_attn.c")
 CPP_SOURCE = Path(__file__).with_name("q8_ops.cpp")
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-std=c11")
 CXXFLAGS = ("-O2", "-std=c++20", "-fPIC", "-shared", "-fopenmp", "-w")
@@ -51,7 +52,8 @@ def cache_dir() -> Path:
 def library_path() -> Path:
     import torch
 
-    key = C_SOURCE.read_bytes() + CPP_SOURCE.read_bytes() + " ".join(CFLAGS + CXXFLAGS).encode()
+    key = (C_SOURCE.read_bytes() + ATTN_SOURCE.read_bytes() + CPP_SOURCE.read_bytes()
+           + " ".join(CFLAGS + CXXFLAGS).encode())
     digest = hashlib.sha256(key + torch.__version__.encode()).hexdigest()[:16]
     return cache_dir() / f"q8ops-{digest}.so"
 
@@ -81,9 +83,10 @@ def build(force: bool = False) -> Path:
     torch_dir = Path(torch.__file__).parent
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        obj, lib = Path(tmp) / "q8gemv.o", Path(tmp) / "q8ops.so"
+        obj, attn, lib = Path(tmp) / "q8gemv.o", Path(tmp) / "decode_attn.o", Path(tmp) / "q8ops.so"
         _run([cc, *CFLAGS, "-c", str(C_SOURCE), "-o", str(obj)])
-        _run([cxx, *CXXFLAGS, f"-I{torch_dir / 'include'}", str(CPP_SOURCE), str(obj), "-o", str(lib),
+        _run([cc, *CFLAGS, "-c", str(ATTN_SOURCE), "-o", str(attn)])
+        _run([cxx, *CXXFLAGS, f"-I{torch_dir / 'include'}", str(CPP_SOURCE), str(obj), str(attn), "-o", str(lib),
               f"-L{torch_dir / 'lib'}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{torch_dir / 'lib'}"])
         os.replace(lib, out)
     return out

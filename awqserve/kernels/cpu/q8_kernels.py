@@ -57,6 +57,11 @@ def _register_fakes() -> None:
     def _(x: torch.Tensor, w8: torch.Tensor, rscale: torch.Tensor) -> torch.Tensor:
         return x.new_empty((x.shape[0], w8.shape[0]), dtype=torch.float32)
 
+    @torch.library.register_fake("awqserve::decode_attn")  # type: ignore[untyped-decorator]
+    def _(q: torch.Tensor, kv_cache: torch.Tensor, kv_slots: torch.Tensor, kv_mask: torch.Tensor | None,
+          scale: float) -> torch.Tensor:
+        return torch.empty_like(q, memory_format=torch.contiguous_format)
+
 
 _registered: list[bool] = []
 
