@@ -124,10 +124,10 @@ def native_decode_attention(q: torch.Tensor, kv_cache: torch.Tensor) -> bool:
     d, hq, hkv = q.shape[-1], q.shape[-2], kv_cache.shape[-2]
     if d % 8 or hq % hkv:
         return False
-    return _cpu_ops_loaded()
+    return bool(_cpu_ops_loaded())
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def _cpu_ops_loaded() -> bool:
     # Evaluated once while tracing (a constant in the graph), not traced: loading reads /proc and files.
     from awqserve.kernels.cpu import q8_kernels  # the ops library (built at setup or on first use)
