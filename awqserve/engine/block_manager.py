@@ -176,7 +176,7 @@ class BlockManager:
         hit = hit or _NO_HIT
         if not self.can_allocate(request, num_new_tokens, hit):
             return None
-        cached = list(hit.blocks)
+        cached = hit.blocks
         for b in cached:
             if self._ref[b] == 0:
                 del self._evictable[b]
@@ -195,7 +195,7 @@ class BlockManager:
             # The copy runs before any forward of this step, so `src` is read before anything
             # (this request included, should `_grow` have recycled it) writes into it.
             copy = KvCopy(hit.copy_src, fresh[0], hit.copy_len)
-        return Allocation(tuple(cached), tuple(fresh), num_cached, copy)
+        return Allocation(cached, tuple(fresh), num_cached, copy)
 
     def append_slots(self, request: Request, num_new_tokens: int) -> bool:
         """Make room for `num_new_tokens` more tokens of a running request; False if out of blocks."""
@@ -222,17 +222,23 @@ class BlockManager:
         return block
 
     def _forget(self, block: int) -> None:
-        h, parent = self._hash[block], self._parent[block]
+        h = self._hash[block]
         if h is not None and self._by_hash.get(h) == block:
             del self._by_hash[h]
-        if parent is not None:
-            kids = self._children[parent]
-            del kids[block]
-            if not kids:
-                del self._children[parent]
+        self._unindex(block)
         self._hash[block] = None
-        self._parent[block] = None
         self._tokens[block] = None
+
+    def _unindex(self, block: int) -> None:
+        """Take a block out of its parent's copy index (if it is in one)."""
+        parent = self._parent[block]
+        if parent is None:
+            return
+        kids = self._children[parent]
+        del kids[block]
+        if not kids:
+            del self._children[parent]
+        self._parent[block] = None
 
     def _record(self, block: int, parent: int, tokens: tuple[int, ...], h: int | None) -> None:
         self._hash[block] = h
@@ -249,10 +255,7 @@ class BlockManager:
         """Take the oldest child out of the copy index: a full block stays findable by hash, an
         unreferenced partial tail (reachable only through the index) becomes free."""
         if self._hash[block] is not None or self._ref[block] > 0:
-            parent = self._parent[block]
-            assert parent is not None
-            del self._children[parent][block]
-            self._parent[block] = None
+            self._unindex(block)
             return
         self._forget(block)
         del self._evictable[block]

@@ -5,8 +5,8 @@ on, it "throttles" every barrier and idle worker to ~100 spins before sleeping o
 of the ~350 parallel regions of a decode step pays a futex wake-up. A single torch op big enough to
 run in parallel (e.g. a 49,152-element `torch.zeros` for a grammar bitmask) on any second thread
 (the HTTP loop, the grammar compiler) gives that thread a team of its own for its lifetime, and the
-server's decode then ran ~20 % slower than the same engine offline (measured: 86 vs 113 tok/s on a
-2-core machine; docs/benchmarks/cpu-q8-kernels.md).
+server's decode then ran ~25 % slower than the same engine offline (measured: 86 vs 114 tok/s on a
+2-core machine; docs/benchmarks/http-path-2026-12-07.md).
 
 `serial_torch_here()` makes the calling (non-engine) thread run torch's CPU ops on itself only: it
 sets that thread's own OpenMP `nthreads` ICV to 1 (torch's `set_num_threads` would change the

@@ -1,6 +1,6 @@
 """One OpenMP team per process: threads beside the engine run torch ops serially (engine/omp_threads.py).
 
-A second team makes libgomp throttle every barrier of the engine's decode step (measured ~20 %
+A second team makes libgomp throttle every barrier of the engine's decode step (measured ~25 %
 slower over HTTP); these tests check the mechanism in a fresh interpreter, where no other test has
 touched the process's thread pools.
 """
