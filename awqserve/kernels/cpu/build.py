@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 C_SOURCE = Path(__file__).with_name("q8gemv.c")
 ATTN_SOURCE = Path(__file__).with_name("decode_attn.c")
 CPP_SOURCE = Path(__file__).with_name("q8_ops.cpp")
+HEADER = Path(__file__).with_name("avx2_util.h")
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-mf16c", "-fopenmp", "-fPIC", "-std=c11")
 CXXFLAGS = ("-O2", "-std=c++20", "-fPIC", "-shared", "-fopenmp", "-w")
 _reason: list[str] = []
@@ -52,7 +53,7 @@ def cache_dir() -> Path:
 def library_path() -> Path:
     import torch
 
-    key = (C_SOURCE.read_bytes() + ATTN_SOURCE.read_bytes() + CPP_SOURCE.read_bytes()
+    key = (C_SOURCE.read_bytes() + ATTN_SOURCE.read_bytes() + HEADER.read_bytes() + CPP_SOURCE.read_bytes()
            + " ".join(CFLAGS + CXXFLAGS).encode())
     digest = hashlib.sha256(key + torch.__version__.encode()).hexdigest()[:16]
     return cache_dir() / f"q8ops-{digest}.so"

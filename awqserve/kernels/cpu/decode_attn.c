@@ -11,16 +11,10 @@
  * Rows with no visible key get zeros. Sequences are split over the threads.
  */
 #include <immintrin.h>
+#include "avx2_util.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* e^x for x <= 0 (scores minus their max): 2^n * P(r), n = round(x / ln 2), |r| <= ln2 / 2, P a
  * degree-6 Taylor polynomial (relative error < 3e-7 on that interval); x below -87 gives 0. */

@@ -18,17 +18,11 @@
  * Output: float32 [M, N]. Threads split the output features in contiguous chunks.
  */
 #include <immintrin.h>
+#include "avx2_util.h"
 #include <stdint.h>
 #include <stdlib.h>
 
 #define QB 64  /* activation block = int4 super-block */
-
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static inline __m256i round_to_i32(__m256 v, __m256 scale) {
     return _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
